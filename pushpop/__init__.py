@@ -1,0 +1,46 @@
+"""pushpop: a message queue that lives in PostgreSQL."""
+
+import logging
+
+from .async_client import AsyncClient, AsyncMessage
+from .async_worker import AsyncWorker
+from .client import Client, Message
+from .errors import (
+    DatabaseError,
+    Error,
+    InvalidArgument,
+    InvalidType,
+    LeaseLost,
+    MigrationError,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unavailable,
+)
+from .message import TopicStats, WorkerInfo
+from .retry import Retry
+from .worker import Worker
+
+__all__ = [
+    "AsyncClient",
+    "AsyncMessage",
+    "AsyncWorker",
+    "Client",
+    "DatabaseError",
+    "Error",
+    "InvalidArgument",
+    "InvalidType",
+    "LeaseLost",
+    "Message",
+    "MigrationError",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "Retry",
+    "TopicStats",
+    "Unavailable",
+    "Worker",
+    "WorkerInfo",
+]
+__version__ = "0.1.0"
+
+# A library stays quiet unless the application configures logging.
+logging.getLogger("pushpop").addHandler(logging.NullHandler())

@@ -1,0 +1,293 @@
+"""Every SQL statement the clients send, with its checked parameters and how to read its reply.
+
+One place for the SQL text: :class:`~pushpop.Client` and :class:`~pushpop.AsyncClient`
+both run these calls and differ only in how they do the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, LiteralString, TypeVar
+from uuid import UUID, uuid4
+
+from . import checks
+from .errors import InvalidArgument, InvalidType, LeaseLost
+from .message import COLUMNS, MessageBase, TopicStats, WorkerInfo
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One SQL statement, its parameters, and the function that turns its rows into a result."""
+
+    sql: LiteralString
+    params: dict[str, Any]
+    read: Callable[[Rows], T]
+
+
+def _scalar(rows: Rows) -> Any:
+    return rows[0][0]
+
+
+def _column(rows: Rows) -> list[Any]:
+    return [row[0] for row in rows]
+
+
+def _rows(rows: Rows) -> Rows:
+    return rows
+
+
+def push(msg: MessageBase, delay: checks.Duration) -> Call[UUID]:
+    """Enqueue one built message (``pushpop.push``)."""
+    params = {
+        "topic": msg.topic, "payload": msg.payload, "delay": checks.duration(delay, "delay"),
+        "priority": msg.priority, "id": msg.id, "dedup_key": msg.dedup_key,
+        "max_attempts": msg.max_attempts,
+    }  # fmt: skip
+    return Call(
+        "SELECT pushpop.push(%(topic)s, %(payload)s, %(delay)s::interval, %(priority)s::integer,"
+        " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)",
+        params,
+        _scalar,
+    )
+
+
+def push_many(
+    topic: str, payloads: Sequence[Any], delay: checks.Duration, priority: int
+) -> Call[list[UUID]]:
+    """Enqueue many payloads in one statement (``pushpop.push_many``)."""
+    if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not isinstance(
+        payloads, Sequence
+    ):
+        raise InvalidType(f"payloads must be a sequence of bytes, got {type(payloads).__name__}")
+    params = {
+        "topic": checks.topic(topic),
+        "payloads": [checks.payload(p, f"payloads[{i}]") for i, p in enumerate(payloads)],
+        "delay": checks.duration(delay, "delay"),
+        "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
+    }
+    return Call(
+        "SELECT pushpop.push_many(%(topic)s, %(payloads)s::bytea[], %(delay)s::interval,"
+        " %(priority)s::integer)",
+        params,
+        _column,
+    )
+
+
+def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
+    """Lease up to n ready messages (``pushpop.pop``); rows of ``message.COLUMNS``."""
+    params = {
+        "topic": checks.topic(topic),
+        "lease": checks.duration(lease, "lease", positive=True),
+        "n": checks.integer(n, "n", low=1),
+    }
+    return Call(
+        "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, %(lease)s::interval, %(n)s::integer)",
+        params,
+        _rows,
+    )
+
+
+def _settled(msg: MessageBase, new_state: str | None) -> Callable[[Rows], None]:
+    """Reads a fenced call's boolean: LeaseLost when false, else the message's new local state."""
+
+    def read(rows: Rows) -> None:
+        if not rows[0][0]:
+            raise LeaseLost(
+                f"message {msg.id} is no longer leased to you: it was completed, discarded or "
+                "deferred already, or its lease expired and it may have gone to another consumer"
+            )
+        if new_state is not None:
+            msg.state = new_state  # the lease stays: acknowledging again gets LeaseLost
+
+    return read
+
+
+def _lease_of(msg: MessageBase) -> UUID:
+    if msg.lease is None:
+        raise InvalidArgument(
+            f"message {msg.id} holds no lease: only a popped message can be acknowledged"
+        )
+    return msg.lease
+
+
+def complete(msg: MessageBase) -> Call[None]:
+    """Mark a popped message completed (``pushpop.complete``)."""
+    return Call(
+        "SELECT pushpop.complete(%(id)s::uuid, %(lease)s::uuid)",
+        {"id": msg.id, "lease": _lease_of(msg)},
+        _settled(msg, "completed"),
+    )
+
+
+def discard(msg: MessageBase, reason: str | None) -> Call[None]:
+    """Give up on a popped message (``pushpop.discard``)."""
+    return Call(
+        "SELECT pushpop.discard(%(id)s::uuid, %(lease)s::uuid, %(reason)s::text)",
+        {
+            "id": msg.id,
+            "lease": _lease_of(msg),
+            "reason": checks.optional_text(reason, "reason", allow_empty=True),
+        },
+        _settled(msg, "discarded"),
+    )
+
+
+def defer(msg: MessageBase, delay: checks.Duration, reason: str | None) -> Call[None]:
+    """Put a popped message back, to be popped again after delay (``pushpop.defer``)."""
+    return Call(
+        "SELECT pushpop.defer(%(id)s::uuid, %(lease)s::uuid, %(delay)s::interval,"
+        " %(reason)s::text)",
+        {
+            "id": msg.id,
+            "lease": _lease_of(msg),
+            "delay": checks.duration(delay, "delay"),
+            "reason": checks.optional_text(reason, "reason", allow_empty=True),
+        },
+        _settled(msg, "ready"),
+    )
+
+
+def extend(msg: MessageBase, lease: checks.Duration) -> Call[None]:
+    """Push a popped message's lease deadline out to now + lease (``pushpop.extend``)."""
+    return Call(
+        "SELECT pushpop.extend(%(id)s::uuid, %(lease)s::uuid, %(lease_for)s::interval)",
+        {
+            "id": msg.id,
+            "lease": _lease_of(msg),
+            "lease_for": checks.duration(lease, "lease", positive=True),
+        },
+        _settled(msg, None),
+    )
+
+
+def find(id: UUID | str) -> Call[Rows]:
+    """Look a message up by id (``pushpop.find``)."""
+    return Call(
+        "SELECT " + COLUMNS + " FROM pushpop.find(%(id)s::uuid)",
+        {"id": checks.message_id(id)},
+        _rows,
+    )
+
+
+def requeue_expired() -> Call[int]:
+    """Return lapsed leases to the queue (``pushpop.requeue_expired``)."""
+    return Call("SELECT pushpop.requeue_expired()", {}, _scalar)
+
+
+CLEANUP_BATCH = 10_000
+
+
+def cleanup_batch(grace: checks.Duration) -> Call[int]:
+    """Delete one batch of finished messages older than grace (``pushpop.cleanup``)."""
+    return Call(
+        "SELECT pushpop.cleanup(%(grace)s::interval, %(batch)s::integer)",
+        {"grace": checks.duration(grace, "grace"), "batch": CLEANUP_BATCH},
+        _scalar,
+    )
+
+
+def _topic_stats(rows: Rows) -> list[TopicStats]:
+    return [TopicStats(*row) for row in rows]
+
+
+def stats() -> Call[list[TopicStats]]:
+    """Per-topic counts (``pushpop.stats``)."""
+    return Call(
+        "SELECT topic, ready, scheduled, pending, completed, discarded, oldest_ready"
+        " FROM pushpop.stats()",
+        {},
+        _topic_stats,
+    )
+
+
+def purge(topic: str) -> Call[int]:
+    """Delete every message of a topic that is not pending (``pushpop.purge``)."""
+    return Call("SELECT pushpop.purge(%(topic)s)", {"topic": checks.topic(topic)}, _scalar)
+
+
+_NO_PAYLOAD: Any = object()
+
+
+def new_message_fields(
+    topic: str,
+    payload: Any,
+    json: Any,
+    priority: int,
+    dedup_key: str | None,
+    max_attempts: int,
+    id: UUID | str | None,
+) -> dict[str, Any]:
+    """Checks the fields of a message about to be built; exactly one of payload and json."""
+    if (payload is None) == (json is _NO_PAYLOAD):
+        raise InvalidType("give either payload (bytes) or json=obj, not both and not neither")
+    return {
+        "topic": checks.topic(topic),
+        "payload": checks.payload(payload) if json is _NO_PAYLOAD else checks.json_payload(json),
+        "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
+        "dedup_key": checks.optional_text(dedup_key, "dedup_key"),
+        "max_attempts": checks.integer(max_attempts, "max_attempts", low=1),
+        "id": uuid4() if id is None else checks.message_id(id),
+    }
+
+
+# Migrations: one lock, held by `pushpop migrate` for its whole run and by every SQL file.
+MIGRATION_LOCK: LiteralString = "SELECT pg_advisory_lock(31654335925481328)"
+MIGRATION_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(31654335925481328)"
+APPLIED_MIGRATIONS: LiteralString = "SELECT version FROM pushpop.schema_migrations"
+MIGRATIONS_TABLE_EXISTS: LiteralString = (
+    "SELECT to_regclass('pushpop.schema_migrations') IS NOT NULL"
+)
+
+
+# Workers: registry, wake-ups and the maintenance leader.
+LISTEN: LiteralString = "LISTEN pushpop"
+NOTIFY_CHANNEL = "pushpop"
+
+
+def try_maintenance_leader() -> Call[bool]:
+    """Take the session lock that makes one worker, fleet-wide, run maintenance; True if won."""
+    return Call("SELECT pg_try_advisory_lock(31654335925481329)", {}, _scalar)
+
+
+def worker_heartbeat(
+    id: UUID, host: str, pid: int, topics: Sequence[str], concurrency: int
+) -> Call[None]:
+    """Register a worker, or record that it is alive (``pushpop.worker_heartbeat``)."""
+    return Call(
+        "SELECT pushpop.worker_heartbeat(%(id)s::uuid, %(host)s::text, %(pid)s::integer,"
+        " %(topics)s::text[], %(concurrency)s::integer)",
+        {"id": id, "host": host, "pid": pid, "topics": list(topics), "concurrency": concurrency},
+        lambda rows: None,
+    )
+
+
+def worker_stopped(id: UUID) -> Call[bool]:
+    """Remove a cleanly stopped worker from the registry (``pushpop.worker_stopped``)."""
+    return Call("SELECT pushpop.worker_stopped(%(id)s::uuid)", {"id": id}, _scalar)
+
+
+def _workers(rows: Rows) -> list[WorkerInfo]:
+    return [WorkerInfo(*row) for row in rows]
+
+
+def workers(stale_after: checks.Duration) -> Call[list[WorkerInfo]]:
+    """The live workers (``pushpop.workers``)."""
+    return Call(
+        "SELECT id, host, pid, topics, concurrency, started_at, heartbeat_at"
+        " FROM pushpop.workers(%(stale)s::interval)",
+        {"stale": checks.duration(stale_after, "stale_after", positive=True)},
+        _workers,
+    )
+
+
+def prune_workers(stale_after: checks.Duration) -> Call[int]:
+    """Forget workers that stopped heartbeating (``pushpop.prune_workers``)."""
+    return Call(
+        "SELECT pushpop.prune_workers(%(stale)s::interval)",
+        {"stale": checks.duration(stale_after, "stale_after", positive=True)},
+        _scalar,
+    )

@@ -1,0 +1,120 @@
+"""A worker's control thread: wake-ups, registration and fleet-wide maintenance.
+
+It keeps one connection of its own (application_name ``pushpop-worker-control``) that
+LISTENs on channel ``pushpop``, heartbeats in ``pushpop.workers``, and tries for the advisory
+lock that lets exactly one worker across all hosts run requeue_expired, cleanup and
+prune_workers. If the database goes away it reconnects with capped backoff, re-LISTENs and
+asks its worker to poll once. Sync and async workers both use it: it needs no event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from . import calls
+from .calls import Call
+from .client import redact
+from .worker_common import RECONNECT_CAP, STALE_AFTER, Outage, WorkerSettings, log
+
+CONTROL_APP = "pushpop-worker-control"
+
+
+def _execute(conn: psycopg.Connection[Any], call: Call[Any]) -> Any:
+    return call.read(conn.execute(call.sql, call.params).fetchall())
+
+
+class Control:
+    """Runs in a thread of its own until ``stop()``; calls ``wake()`` when there may be work."""
+
+    def __init__(self, settings: WorkerSettings, conninfo: str, wake: Callable[[], None]) -> None:
+        self.settings = settings
+        self.conninfo = conninfo
+        self.wake = wake
+        self.is_leader = False
+        self.outage = Outage(settings.id)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pushpop-control", daemon=True)
+
+    def start(self) -> None:
+        """Starts the thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Unregisters the worker, gives up leadership and ends the thread."""
+        self._done.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        s = self.settings
+        pause = 0.1
+        while not self._done.is_set():
+            began = time.monotonic()
+            try:
+                with psycopg.connect(
+                    self.conninfo, autocommit=True, connect_timeout=5, application_name=CONTROL_APP
+                ) as conn:
+                    conn.execute(calls.LISTEN)
+                    self._heartbeat(conn)
+                    self.outage.recovered(began)
+                    pause = 0.1
+                    self.wake()  # poll once for whatever was pushed while we were away
+                    self._loop(conn)
+                    _execute(conn, calls.worker_stopped(s.id))
+            except psycopg.Error as exc:
+                self.is_leader = False
+                self.outage.failed(redact(str(exc), self.conninfo))
+                log.debug("control connection lost; next try in %.1f s", pause)
+                self._done.wait(pause)
+                pause = min(pause * 2, RECONNECT_CAP)
+
+    def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
+        s = self.settings
+        _execute(conn, calls.worker_heartbeat(s.id, s.host, s.pid, s.topics, s.concurrency))
+
+    def _loop(self, conn: psycopg.Connection[Any]) -> None:
+        s = self.settings
+        topics = set(s.topics)
+        self.is_leader = False
+        now = time.monotonic()
+        next_beat, next_requeue, next_cleanup = now + s.heartbeat_interval, now, now
+        while not self._done.is_set():
+            for note in conn.notifies(timeout=0.25):
+                if note.payload in topics:
+                    self.wake()
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat(conn)
+                next_beat = now + s.heartbeat_interval
+            if not s.maintenance or now < min(next_requeue, next_cleanup):
+                continue
+            if not self.is_leader:
+                self.is_leader = _execute(conn, calls.try_maintenance_leader())
+                if self.is_leader:
+                    log.info("worker %s runs maintenance for all workers", s.id)
+            if not self.is_leader:
+                next_requeue = next_cleanup = now + s.requeue_interval
+                continue
+            if now >= next_requeue:
+                if moved := _execute(conn, calls.requeue_expired()):
+                    log.info("requeued %d message(s) whose lease expired", moved)
+                next_requeue = now + s.requeue_interval
+            if now >= next_cleanup:
+                self._cleanup(conn)
+                next_cleanup = now + s.cleanup_interval
+
+    def _cleanup(self, conn: psycopg.Connection[Any]) -> None:
+        deleted = 0
+        while not self._done.is_set():
+            batch = _execute(conn, calls.cleanup_batch(self.settings.cleanup_grace))
+            deleted += batch
+            if batch < calls.CLEANUP_BATCH:
+                break
+        pruned = _execute(conn, calls.prune_workers(STALE_AFTER))
+        if deleted or pruned:
+            log.info("cleanup deleted %d finished message(s), forgot %d dead worker(s)",
+                     deleted, pruned)  # fmt: skip

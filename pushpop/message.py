@@ -1,0 +1,82 @@
+"""The records clients return: messages (whichever client carries them), topic stats, workers."""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+# The columns of pushpop.message, in the order the calls select them.
+COLUMNS = (
+    "id, topic, state, state_time, payload, priority, attempts, max_attempts, "
+    "lease, created_at, error, dedup_key"
+)
+
+
+@dataclass(eq=False, repr=False)
+class MessageBase:
+    """A message's fields. ``state`` is None until the message is pushed, popped or found."""
+
+    topic: str
+    payload: bytes
+    id: UUID
+    priority: int = 0
+    max_attempts: int = 25
+    dedup_key: str | None = None
+    state: str | None = None
+    state_time: datetime | None = None
+    attempts: int = 0
+    lease: UUID | None = None
+    created_at: datetime | None = None
+    error: str | None = None
+    _client: Any = field(default=None, compare=False)
+
+    @classmethod
+    def from_row(cls, client: Any, row: tuple[Any, ...]) -> Any:
+        """Builds a message from a row of ``COLUMNS``."""
+        (id_, topic, state, state_time, payload, priority, attempts, max_attempts,
+         lease, created_at, error, dedup_key) = row  # fmt: skip
+        return cls(
+            topic=topic, payload=bytes(payload), id=id_, priority=priority,
+            max_attempts=max_attempts, dedup_key=dedup_key, state=state,
+            state_time=state_time, attempts=attempts, lease=lease,
+            created_at=created_at, error=error, _client=client,
+        )  # fmt: skip
+
+    def json(self) -> Any:
+        """The payload decoded as JSON (the counterpart of ``new_message(..., json=obj)``)."""
+        return _json.loads(self.payload)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.id} topic={self.topic!r} state={self.state} "
+            f"attempts={self.attempts} payload={len(self.payload)} bytes>"
+        )
+
+
+@dataclass(frozen=True)
+class TopicStats:
+    """Counts for one topic, as ``pushpop.stats()`` returns them."""
+
+    topic: str
+    ready: int
+    scheduled: int
+    pending: int
+    completed: int
+    discarded: int
+    oldest_ready: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker, as ``pushpop.workers()`` lists it."""
+
+    id: UUID
+    host: str
+    pid: int
+    topics: list[str]
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
