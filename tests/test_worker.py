@@ -1,0 +1,283 @@
+"""The worker, in process: outcomes, retries, leases, wake-ups, registry and maintenance."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from waiting import wait_for
+
+import pushpop
+from pushpop.control import CONTROL_APP
+from pushpop.worker_common import RELEASED
+
+
+class Running:
+    """A Worker running in a background thread; stop() drains it and joins."""
+
+    def __init__(self, worker: pushpop.Worker) -> None:
+        self.worker = worker
+        self.thread = threading.Thread(target=worker.run, name="test-worker")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "worker did not stop"
+
+
+@pytest.fixture
+def sync_client(dsn: str) -> Iterator[pushpop.Client]:
+    with pushpop.Client(dsn, max_size=4) as c:
+        yield c
+
+
+@pytest.fixture
+def start(sync_client: pushpop.Client) -> Iterator[Callable[..., Running]]:
+    """Starts workers on the test database; every one is stopped after the test."""
+    started: list[Running] = []
+
+    def start_worker(topics: Any, handler: Callable[[pushpop.Message], Any], **kw: Any) -> Running:
+        kw.setdefault("poll_interval", 0.05)
+        running = Running(pushpop.Worker(sync_client, topics, handler, **kw))
+        started.append(running)
+        return running
+
+    yield start_worker
+    for running in started:
+        running.stop()
+
+
+def state_of(client: pushpop.Client, id: Any) -> str | None:
+    msg = client.find(id)
+    return msg.state if msg else None
+
+
+def test_a_handler_that_returns_completes_its_message(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    ids = [sync_client.push("jobs", f"job {i}".encode()) for i in range(20)]
+    seen: list[bytes] = []
+    start("jobs", lambda msg: seen.append(msg.payload), concurrency=3)
+    wait_for(lambda: all(state_of(sync_client, i) == "completed" for i in ids), what="completion")
+    assert sorted(seen) == sorted(f"job {i}".encode() for i in range(20))
+
+
+def test_a_failing_handler_backs_off_keeps_the_error_and_ends_discarded(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"poison", max_attempts=4)
+    attempts: list[float] = []
+
+    def fail(msg: pushpop.Message) -> None:
+        attempts.append(time.monotonic())
+        raise ValueError(f"cannot handle attempt {msg.attempts}")
+
+    start("jobs", fail, retry=pushpop.Retry(base=0.1, cap=10, jitter=0))
+    wait_for(lambda: state_of(sync_client, id) == "discarded", what="discard")
+    msg = sync_client.find(id)
+    assert msg is not None
+    assert msg.attempts == 4
+    assert msg.error is not None
+    assert "ValueError: cannot handle attempt 4" in msg.error
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(gaps) == 3
+    # Backoff doubles from 0.1 s (no jitter here): 0.1, 0.2, 0.4 s at least.
+    assert all(gap >= want for gap, want in zip(gaps, [0.1, 0.2, 0.4], strict=True)), gaps
+
+
+def test_the_error_of_a_retried_message_is_kept_while_it_waits(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"x")
+
+    def fail(msg: pushpop.Message) -> None:
+        raise RuntimeError("smtp down")
+
+    start("jobs", fail, retry=pushpop.Retry(base=3600, cap=3600))
+    wait_for(lambda: (m := sync_client.find(id)) and m.error, what="error recorded")
+    msg = sync_client.find(id)
+    assert msg is not None
+    assert msg.state == "ready"
+    assert msg.error == "RuntimeError: smtp down"
+    assert [s.scheduled for s in sync_client.stats()] == [1]
+
+
+def test_a_handler_may_acknowledge_its_message_itself(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"x")
+    start("jobs", lambda msg: msg.discard("not for us"))
+    wait_for(lambda: state_of(sync_client, id) == "discarded", what="discard")
+    msg = sync_client.find(id)
+    assert msg is not None
+    assert msg.error == "not for us"
+    assert msg.attempts == 1
+
+
+def test_concurrency_handlers_run_at_once_without_holding_pool_connections(dsn: str) -> None:
+    barrier = threading.Barrier(4, timeout=10)
+    with pushpop.Client(dsn, max_size=1) as one_connection:
+        ids = [one_connection.push("jobs", b"x") for _ in range(4)]
+        running = Running(
+            pushpop.Worker(one_connection, "jobs", lambda m: barrier.wait(), concurrency=4)
+        )
+        try:
+            wait_for(
+                lambda: all(state_of(one_connection, i) == "completed" for i in ids),
+                what="4 handlers meeting at the barrier",
+            )
+        finally:
+            running.stop()
+
+
+@pytest.mark.slow
+def test_a_long_handler_with_a_short_lease_is_never_delivered_twice(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"long")
+    deliveries: Counter[Any] = Counter()
+
+    def long_job(msg: pushpop.Message) -> None:
+        deliveries[msg.id] += 1
+        time.sleep(5)
+
+    for _ in range(2):
+        start("jobs", long_job, lease=timedelta(seconds=1.5), requeue_interval=0.2)
+    wait_for(lambda: state_of(sync_client, id) == "completed", timeout=20, what="completion")
+    assert deliveries == {id: 1}
+
+
+def test_an_idle_worker_picks_up_a_push_within_milliseconds(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    picked: dict[Any, float] = {}
+    start("jobs", lambda msg: picked.setdefault(msg.id, time.monotonic()), poll_interval=10)
+    wait_for(lambda: sync_client.workers(), what="registration")
+    latencies = []
+    for i in range(20):
+        pushed = time.monotonic()
+        id = sync_client.push("jobs", str(i).encode())
+        wait_for(lambda: id in picked, what="pickup")  # noqa: B023 (called at once)
+        latencies.append(picked[id] - pushed)
+    # Far below the 10 s poll interval: the wake-up came from LISTEN/NOTIFY.
+    assert statistics.median(latencies) < 0.5, latencies
+
+
+def test_stop_releases_messages_whose_handler_outlives_the_shutdown_timeout(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"stuck")
+    started, finish = threading.Event(), threading.Event()
+
+    def stuck(msg: pushpop.Message) -> None:
+        started.set()
+        finish.wait(30)
+
+    running = start("jobs", stuck, shutdown_timeout=0.2)
+    assert started.wait(10)
+    running.stop()
+    msg = sync_client.find(id)
+    assert msg is not None
+    assert msg.state == "ready"
+    assert msg.error == RELEASED
+    finish.set()  # the abandoned handler ends; its late completion is fenced off
+    assert state_of(sync_client, id) == "ready"
+
+
+def test_stop_lets_running_handlers_finish_and_completes_them(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    ids = [sync_client.push("jobs", b"x") for _ in range(2)]
+    started = threading.Barrier(3, timeout=10)
+
+    def slowish(msg: pushpop.Message) -> None:
+        started.wait()
+        time.sleep(0.3)
+
+    running = start("jobs", slowish, concurrency=2, shutdown_timeout=10)
+    started.wait()
+    running.stop()
+    assert [state_of(sync_client, i) for i in ids] == ["completed", "completed"]
+
+
+def test_workers_register_while_running_and_leave_when_stopped(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    running = start(["emails", "sms"], lambda m: None, concurrency=3)
+    (info,) = wait_for(sync_client.workers, what="registration")
+    assert info.id == running.worker.id
+    assert (info.topics, info.concurrency) == (["emails", "sms"], 3)
+    running.stop()
+    assert sync_client.workers() == []
+
+
+def test_only_one_worker_runs_maintenance_and_another_takes_over(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    fleet = [start("jobs", lambda m: None, requeue_interval=0.05) for _ in range(3)]
+
+    def leaders() -> list[Running]:
+        return [r for r in fleet if r.worker.is_leader]
+
+    first = wait_for(leaders, what="a maintenance leader")
+    for _ in range(20):  # stays exactly one for a while
+        assert len(leaders()) == 1
+        time.sleep(0.02)
+    first[0].stop()
+    fleet.remove(first[0])
+    wait_for(leaders, what="a new leader")
+    assert len(leaders()) == 1
+
+
+def test_maintenance_requeues_expired_leases(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("abandoned", b"x")
+    assert sync_client.pop("abandoned", lease=0.05) is not None  # a consumer that vanished
+    start("other-topic", lambda m: None, requeue_interval=0.05)
+    wait_for(lambda: state_of(sync_client, id) == "ready", what="requeue")
+
+
+def test_the_worker_reconnects_its_listener_after_the_connection_is_killed(
+    sync_client: pushpop.Client, conn: psycopg.Connection[Any], start: Callable[..., Running]
+) -> None:
+    picked = threading.Event()
+    start("jobs", lambda m: picked.set(), poll_interval=30)
+    wait_for(sync_client.workers, what="registration")
+    listener = (
+        "SELECT pid, query FROM pg_stat_activity"
+        " WHERE application_name = %s AND datname = current_database()"
+    )
+    ((old_pid, _),) = conn.execute(listener, [CONTROL_APP]).fetchall()
+    conn.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+
+    def relistening() -> bool:
+        rows = conn.execute(listener, [CONTROL_APP]).fetchall()
+        # The heartbeat follows the LISTEN on a new connection.
+        return any(pid != old_pid and "worker_heartbeat" in query for pid, query in rows)
+
+    wait_for(relistening, what="the listener to reconnect")
+    sync_client.push("jobs", b"after the kill")
+    assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
+
+
+def test_bad_worker_options_fail_before_anything_runs(sync_client: pushpop.Client) -> None:
+    with pytest.raises(pushpop.InvalidArgument, match="concurrency"):
+        pushpop.Worker(sync_client, "jobs", print, concurrency=0)
+    with pytest.raises(pushpop.InvalidArgument, match="topic"):
+        pushpop.Worker(sync_client, "", print)
+    with pytest.raises(pushpop.InvalidType, match="unknown worker option"):
+        pushpop.Worker(sync_client, "jobs", print, concurency=3)
+    with pytest.raises(pushpop.InvalidArgument, match="lease"):
+        pushpop.Worker(sync_client, "jobs", print, lease=-1)
+    with pytest.raises(TypeError, match="handler"):
+        pushpop.Worker(sync_client, "jobs", "not callable")  # type: ignore[arg-type]
