@@ -1,0 +1,51 @@
+# pushpop: `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv demo test lint format snapshot bench clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+# Reinstalls only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -e '.[dev,embedded]'
+	touch $@
+
+venv: $(STAMP) ## create .venv and install pushpop with its dev tools
+
+demo: $(STAMP) ## run example/main.py against a database (an embedded one if none answers)
+	$(PYTHON) -m pushpop.devdb -- sh -c '$(VENV)/bin/pushpop migrate && $(PYTHON) example/main.py'
+
+test: $(STAMP) lint ## lint, then run the whole test suite against a real PostgreSQL
+	$(PYTHON) -m pytest
+
+lint: $(STAMP) ## ruff check, ruff format --check and mypy --strict
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## rewrite the code in ruff's format and apply ruff's safe fixes
+	$(VENV)/bin/ruff check --fix
+	$(VENV)/bin/ruff format
+
+snapshot: $(STAMP) ## regenerate sql/schema.snapshot.sql from the migrations
+	$(PYTHON) tests/schema_snapshot.py
+
+bench: $(STAMP) ## run the benchmarks (python -m benchmarks)
+	@if [ -d benchmarks ]; then $(PYTHON) -m benchmarks; \
+	else echo "make bench: there is no benchmarks/ folder yet" >&2; exit 1; fi
+
+clean: ## remove caches and build output (keeps .venv)
+	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)
