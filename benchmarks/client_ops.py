@@ -1,0 +1,74 @@
+"""pushpop's side of each workload, through the public sync Client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from pushpop import Client, calls
+
+from .env import TOPIC, Env
+from .runner import Op
+
+
+def client(env: Env) -> Client:
+    """A Client whose pool holds one connection per thread."""
+    threads = env.settings.threads
+    return Client(env.conninfo, min_size=threads, max_size=threads)
+
+
+def push(client: Client, env: Env) -> Op:
+    """``client.push`` of one message."""
+    payload = env.payload
+
+    def op() -> int:
+        client.push(TOPIC, payload)
+        return 1
+
+    return op
+
+
+def push_many(client: Client, env: Env) -> Op:
+    """``client.push_many`` of a batch."""
+    payloads = [env.payload] * env.settings.batch
+
+    def op() -> int:
+        client.push_many(TOPIC, payloads)
+        return len(payloads)
+
+    return op
+
+
+def pop_complete(client: Client) -> Op:
+    """``client.pop`` then ``msg.complete()``."""
+
+    def op() -> int:
+        msg = client.pop(TOPIC)
+        if msg is None:
+            return 0
+        msg.complete()
+        return 1
+
+    return op
+
+
+def pop_many_complete(client: Client, conn: psycopg.Connection[Any], env: Env) -> Op:
+    """``client.pop_many`` of a batch, then ``pushpop.complete`` per message in one pipeline.
+
+    The Client has no batched completion, so the completions go through ``conn`` in
+    psycopg's pipeline mode: one round trip for the batch, one statement per message.
+    """
+    n = env.settings.batch
+
+    def op() -> int:
+        msgs = client.pop_many(TOPIC, n)
+        if msgs:
+            todo = [calls.complete(msg) for msg in msgs]
+            with conn.pipeline():
+                cursors = [conn.execute(call.sql, call.params) for call in todo]
+            for call, cur in zip(todo, cursors, strict=True):
+                call.read(cur.fetchall())
+        return len(msgs)
+
+    return op
