@@ -34,7 +34,8 @@ def _plain_text(value: str, name: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidArgument(f"{name} must be valid Unicode text (it has a lone surrogate)") from None
+        problem = f"{name} must be valid Unicode text (it holds a lone surrogate)"
+        raise InvalidArgument(problem) from None
 
 
 def payload(value: Any, name: str = "payload") -> bytes:
