@@ -225,6 +225,11 @@ class AsyncClient:
         rows = await self._run(calls.pop(topic, n, lease))
         return [AsyncMessage.from_row(self, row) for row in rows]
 
+    async def complete_many(self, msgs: Sequence[AsyncMessage]) -> None:
+        """Completes popped messages in one statement. Those still leased are completed even
+        if some are not; then :class:`LeaseLost` names the ones that were not."""
+        await self._run(calls.complete_many(msgs))
+
     async def find(self, id: UUID | str) -> AsyncMessage | None:
         """The message with this id in whatever state, or None if there is none (any more)."""
         rows = await self._run(calls.find(id))

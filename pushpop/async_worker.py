@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import retry
+from . import calls, retry
 from .async_client import AsyncClient, AsyncMessage
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
@@ -108,6 +108,7 @@ class AsyncWorker:
     async def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
+        waiting = False  # asked for a wake-up since the last sleep
         while not self._stopping.is_set():
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
@@ -115,6 +116,11 @@ class AsyncWorker:
                 backlog = await self._fetch(topics)
                 failures = 0
                 self._control.outage.recovered(began)
+                if not waiting and self._flight.idle(backlog):
+                    s = self.settings
+                    await self.client._run(calls.wait_for_push(s.id, s.topics))
+                    waiting = True
+                    continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
                 await self._sleep(pop_failed(self._control.outage, exc, failures, began))
@@ -122,6 +128,7 @@ class AsyncWorker:
             if self._flight.popped(backlog):
                 continue
             await self._sleep(self._pacer.next_wait())
+            waiting = False
 
     async def _sleep(self, seconds: float) -> None:
         """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``."""

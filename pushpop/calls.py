@@ -123,6 +123,37 @@ def complete(msg: MessageBase) -> Call[None]:
     )
 
 
+def complete_many(msgs: Sequence[MessageBase]) -> Call[None]:
+    """Mark popped messages completed in one statement (``pushpop.complete_many``).
+
+    Every message still leased is completed; if any was not, LeaseLost names them afterwards.
+    """
+    if isinstance(msgs, MessageBase) or not isinstance(msgs, Sequence):
+        raise InvalidType(f"msgs must be a sequence of messages, got {type(msgs).__name__}")
+    for i, msg in enumerate(msgs):
+        if not isinstance(msg, MessageBase):
+            raise InvalidType(f"msgs[{i}] must be a message, got {type(msg).__name__}")
+    leases = [_lease_of(msg) for msg in msgs]
+
+    def read(rows: Rows) -> None:
+        done = {row[0] for row in rows}
+        for msg in msgs:
+            if msg.id in done:
+                msg.state = "completed"
+        lost = [str(msg.id) for msg in msgs if msg.id not in done]
+        if lost:
+            raise LeaseLost(
+                f"{len(lost)} of {len(msgs)} messages are no longer leased to you and were not "
+                f"completed (the others were): {', '.join(lost)}"
+            )
+
+    return Call(
+        "SELECT pushpop.complete_many(%(ids)s::uuid[], %(leases)s::uuid[])",
+        {"ids": [msg.id for msg in msgs], "leases": leases},
+        read,
+    )
+
+
 def discard(msg: MessageBase, reason: str | None) -> Call[None]:
     """Give up on a popped message (``pushpop.discard``)."""
     return Call(
@@ -261,6 +292,15 @@ def worker_heartbeat(
         "SELECT pushpop.worker_heartbeat(%(id)s::uuid, %(host)s::text, %(pid)s::integer,"
         " %(topics)s::text[], %(concurrency)s::integer)",
         {"id": id, "host": host, "pid": pid, "topics": list(topics), "concurrency": concurrency},
+        lambda rows: None,
+    )
+
+
+def wait_for_push(consumer: UUID, topics: Sequence[str]) -> Call[None]:
+    """Ask for a NOTIFY when a message of ``topics`` is next ready (``pushpop.wait_for_push``)."""
+    return Call(
+        "SELECT pushpop.wait_for_push(%(consumer)s::uuid, %(topics)s::text[])",
+        {"consumer": consumer, "topics": list(topics)},
         lambda rows: None,
     )
 

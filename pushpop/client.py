@@ -260,6 +260,11 @@ class Client:
         rows = self._run(calls.pop(topic, n, lease))
         return [Message.from_row(self, row) for row in rows]
 
+    def complete_many(self, msgs: Sequence[Message]) -> None:
+        """Completes popped messages in one statement. Those still leased are completed even
+        if some are not; then :class:`LeaseLost` names the ones that were not."""
+        self._run(calls.complete_many(msgs))
+
     def find(self, id: UUID | str) -> Message | None:
         """The message with this id in whatever state, or None if there is none (any more)."""
         rows = self._run(calls.find(id))

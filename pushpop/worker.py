@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from . import retry
+from . import calls, retry
 from .client import Client, Message
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
@@ -115,6 +115,7 @@ class Worker:
     def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
+        waiting = False  # asked for a wake-up since the last sleep
         while not self._stopping.is_set():
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
@@ -122,6 +123,10 @@ class Worker:
                 backlog = self._fetch(topics)
                 failures = 0
                 self._control.outage.recovered(began)
+                if not waiting and self._flight.idle(backlog):
+                    self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
+                    waiting = True
+                    continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
                 self._stopping.wait(pop_failed(self._control.outage, exc, failures, began))
@@ -129,6 +134,7 @@ class Worker:
             if self._flight.popped(backlog):
                 continue
             self._wake.wait(self._pacer.next_wait())
+            waiting = False
 
     def _fetch(self, topics: deque[str]) -> bool:
         """Pops into the free handler slots, taking the topics in turn; True if a topic may

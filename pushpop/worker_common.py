@@ -154,6 +154,11 @@ class Flight:
             self.backlog = backlog
             return backlog and len(self.jobs) < self.settings.concurrency
 
+    def idle(self, backlog: bool) -> bool:
+        """Whether the last pops left slots free and the queue empty: the popper will sleep, so
+        it asks for a wake-up first (``pushpop.wait_for_push``) and pops once more."""
+        return not backlog and self.free() > 0
+
     def is_released(self, job: Job) -> bool:
         """Whether shutdown gave this job's message back already."""
         with self.changed:

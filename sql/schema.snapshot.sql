@@ -40,6 +40,13 @@ CREATE TABLE pushpop.settings (
     CONSTRAINT settings_pkey PRIMARY KEY (one_row)
 );
 
+CREATE TABLE pushpop.waiting (
+    topic text NOT NULL,
+    consumer uuid NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT waiting_pkey PRIMARY KEY (topic, consumer)
+);
+
 CREATE TABLE pushpop.workers (
     id uuid NOT NULL,
     host text NOT NULL,
@@ -55,7 +62,7 @@ CREATE TABLE pushpop.workers (
 
 CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup_key) WHERE ((dedup_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text])));
 
-CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
+CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
 
 CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
 
@@ -68,6 +75,8 @@ CREATE INDEX messages_scheduled ON pushpop.messages USING btree (topic, state_ti
 CREATE UNIQUE INDEX schema_migrations_pkey ON pushpop.schema_migrations USING btree (version);
 
 CREATE UNIQUE INDEX settings_pkey ON pushpop.settings USING btree (one_row);
+
+CREATE UNIQUE INDEX waiting_pkey ON pushpop.waiting USING btree (topic, consumer);
 
 CREATE UNIQUE INDEX workers_pkey ON pushpop.workers USING btree (id);
 
@@ -123,8 +132,29 @@ AS $function$
 BEGIN
     UPDATE pushpop.messages AS m
     SET state = 'completed', state_time = now(), lease = NULL
-    WHERE m.id = complete.id AND m.lease = complete.lease AND m.state = 'pending';
+    WHERE m.id = complete.id AND m.lease = complete.lease;
     RETURN FOUND;
+END $function$;
+
+CREATE OR REPLACE FUNCTION pushpop.complete_many(ids uuid[], leases uuid[])
+ RETURNS SETOF uuid
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT coalesce(cardinality(complete_many.ids) = cardinality(complete_many.leases), false) THEN
+        PERFORM pushpop.require(complete_many.ids IS NOT NULL, 'ids must not be NULL');
+        PERFORM pushpop.require(complete_many.leases IS NOT NULL, 'leases must not be NULL');
+        PERFORM pushpop.require(false, format('ids and leases must be as long as each other, got %s and %s',
+                                              cardinality(complete_many.ids), cardinality(complete_many.leases)));
+    END IF;
+    RETURN QUERY
+    UPDATE pushpop.messages AS m
+    SET state = 'completed', state_time = now(), lease = NULL
+    FROM unnest(complete_many.ids, complete_many.leases) AS d(id, lease)
+    WHERE m.id = d.id AND m.lease = d.lease
+    RETURNING m.id;
 END $function$;
 
 CREATE OR REPLACE FUNCTION pushpop.defer(id uuid, lease uuid, delay interval DEFAULT '00:00:00'::interval, reason text DEFAULT NULL::text)
@@ -133,17 +163,26 @@ CREATE OR REPLACE FUNCTION pushpop.defer(id uuid, lease uuid, delay interval DEF
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    deferred_topic text;
 BEGIN
-    PERFORM pushpop.require(defer.delay >= interval '0', 'delay must be zero or positive');
+    IF NOT coalesce(defer.delay >= interval '0', false) THEN
+        PERFORM pushpop.require(false, 'delay must be zero or positive');
+    END IF;
     UPDATE pushpop.messages AS m
     SET state = CASE WHEN defer.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
         state_time = now() + defer.delay, lease = NULL,
         error = coalesce(defer.reason, m.error)
-    WHERE m.id = defer.id AND m.lease = defer.lease AND m.state = 'pending';
-    IF FOUND AND defer.delay = interval '0' THEN
-        PERFORM pg_notify('pushpop', (SELECT m.topic FROM pushpop.messages AS m WHERE m.id = defer.id));
+    WHERE m.id = defer.id AND m.lease = defer.lease
+    RETURNING m.topic INTO deferred_topic;
+    IF deferred_topic IS NULL THEN
+        RETURN false;
     END IF;
-    RETURN FOUND;
+    IF defer.delay = interval '0'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = deferred_topic) THEN
+        PERFORM pushpop.wake(ARRAY[deferred_topic]);
+    END IF;
+    RETURN true;
 END $function$;
 
 CREATE OR REPLACE FUNCTION pushpop.discard(id uuid, lease uuid, reason text DEFAULT NULL::text)
@@ -156,7 +195,7 @@ BEGIN
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), lease = NULL,
         error = coalesce(discard.reason, m.error)
-    WHERE m.id = discard.id AND m.lease = discard.lease AND m.state = 'pending';
+    WHERE m.id = discard.id AND m.lease = discard.lease;
     RETURN FOUND;
 END $function$;
 
@@ -167,10 +206,12 @@ CREATE OR REPLACE FUNCTION pushpop.extend(id uuid, lease uuid, lease_for interva
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    PERFORM pushpop.require(extend.lease_for > interval '0', 'lease_for must be positive');
+    IF NOT coalesce(extend.lease_for > interval '0', false) THEN
+        PERFORM pushpop.require(false, 'lease_for must be positive');
+    END IF;
     UPDATE pushpop.messages AS m
     SET state_time = now() + extend.lease_for
-    WHERE m.id = extend.id AND m.lease = extend.lease AND m.state = 'pending';
+    WHERE m.id = extend.id AND m.lease = extend.lease;
     RETURN FOUND;
 END $function$;
 
@@ -202,42 +243,63 @@ CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '0
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    picked uuid[];
 BEGIN
-    PERFORM pushpop.require_topic(pop.topic);
-    PERFORM pushpop.require(pop.lease_for > interval '0', 'lease_for must be positive');
-    PERFORM pushpop.require(pop.max_messages >= 1, 'max_messages must be at least 1');
+    IF NOT coalesce(length(pop.topic) BETWEEN 1 AND 255 AND pop.lease_for > interval '0'
+                    AND pop.max_messages >= 1, false) THEN
+        PERFORM pushpop.require_topic(pop.topic);
+        PERFORM pushpop.require(pop.lease_for > interval '0', 'lease_for must be positive');
+        PERFORM pushpop.require(pop.max_messages >= 1, 'max_messages must be at least 1');
+    END IF;
 
     -- Scheduled messages that are due join the ready ones.
-    WITH due AS MATERIALIZED (
-        SELECT s.id FROM pushpop.messages AS s
-        WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
-        ORDER BY s.state_time
-        LIMIT 1000
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE pushpop.messages AS m SET state = 'ready'
-    FROM due WHERE m.id = due.id;
+    IF EXISTS (SELECT FROM pushpop.messages AS s
+               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
+        WITH due AS MATERIALIZED (
+            SELECT s.id FROM pushpop.messages AS s
+            WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+            ORDER BY s.state_time
+            LIMIT 1000
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pushpop.messages AS m SET state = 'ready'
+        FROM due WHERE m.id = due.id;
+    END IF;
 
-    RETURN QUERY
-    WITH picked AS MATERIALIZED (
-        SELECT r.id, r.state_time, r.seq FROM pushpop.messages AS r
-        WHERE r.state = 'ready' AND r.topic = pop.topic
-        ORDER BY r.priority DESC, r.state_time, r.seq
-        LIMIT pop.max_messages
-        FOR UPDATE SKIP LOCKED
-    ), taken AS (
+    IF pop.max_messages = 1 THEN
+        RETURN QUERY
         UPDATE pushpop.messages AS m
         SET state = 'pending', state_time = now() + pop.lease_for,
             attempts = m.attempts + 1, lease = gen_random_uuid()
-        FROM picked WHERE m.id = picked.id
+        WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
+                      WHERE r.state = 'ready' AND r.topic = pop.topic
+                      ORDER BY r.priority DESC, r.state_time, r.seq
+                      LIMIT 1
+                      FOR UPDATE SKIP LOCKED)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key,
-                  picked.state_time AS queued_at, picked.seq
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key;
+        RETURN;
+    END IF;
+
+    picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
+                    WHERE r.state = 'ready' AND r.topic = pop.topic
+                    ORDER BY r.priority DESC, r.state_time, r.seq
+                    LIMIT pop.max_messages
+                    FOR UPDATE SKIP LOCKED);
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE pushpop.messages AS m
+        SET state = 'pending', state_time = now() + pop.lease_for,
+            attempts = m.attempts + 1, lease = gen_random_uuid()
+        WHERE m.id = ANY (picked)
+        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key
     )
     SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
            t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key
-    FROM taken AS t
-    ORDER BY t.priority DESC, t.queued_at, t.seq;
+    FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
+    ORDER BY p.n;
 END $function$;
 
 CREATE OR REPLACE FUNCTION pushpop.prune_workers(stale_after interval DEFAULT '00:01:00'::interval)
@@ -250,6 +312,7 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM pushpop.require(prune_workers.stale_after > interval '0', 'stale_after must be positive');
+    DELETE FROM pushpop.waiting AS w WHERE w.since <= now() - prune_workers.stale_after;
     DELETE FROM pushpop.workers AS w WHERE w.heartbeat_at <= now() - prune_workers.stale_after;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
@@ -281,8 +344,7 @@ DECLARE
     got       uuid;
     max_bytes integer;
 BEGIN
-    -- The helpers raise the error that names the bad argument. Calling them only when a check
-    -- fails keeps their per-call cost (they pin search_path too) off the hot path.
+    -- The helpers raise the error that names the bad argument; they run only when one is bad.
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
                     AND push.max_attempts >= 1
@@ -313,8 +375,9 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING m.id INTO got;
         IF got IS NOT NULL THEN
-            IF push.delay = interval '0' THEN
-                PERFORM pg_notify('pushpop', push.topic);
+            IF push.delay = interval '0'
+               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
+                PERFORM pushpop.wake(ARRAY[push.topic]);
             END IF;
             RETURN got;
         END IF;
@@ -380,8 +443,9 @@ BEGIN
         FROM input AS i ORDER BY i.n
     )
     SELECT i.id FROM input AS i ORDER BY i.n;
-    IF FOUND AND push_many.delay = interval '0' THEN
-        PERFORM pg_notify('pushpop', push_many.topic);
+    IF FOUND AND push_many.delay = interval '0'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push_many.topic) THEN
+        PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $function$;
 
@@ -424,7 +488,9 @@ BEGIN
     )
     SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
     INTO moved, topics FROM moved_rows AS r;
-    PERFORM pg_notify('pushpop', t) FROM unnest(topics) AS t;
+    IF topics IS NOT NULL THEN
+        PERFORM pushpop.wake(topics);
+    END IF;
     RETURN moved;
 END $function$;
 
@@ -473,17 +539,67 @@ CREATE OR REPLACE FUNCTION pushpop.stats()
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT m.topic,
-           count(*) FILTER (WHERE m.state = 'ready' OR (m.state = 'scheduled' AND m.state_time <= now())),
-           count(*) FILTER (WHERE m.state = 'scheduled' AND m.state_time > now()),
-           count(*) FILTER (WHERE m.state = 'pending'),
-           count(*) FILTER (WHERE m.state = 'completed'),
-           count(*) FILTER (WHERE m.state = 'discarded'),
-           min(m.state_time) FILTER (WHERE m.state = 'ready' OR (m.state = 'scheduled' AND m.state_time <= now()))
-    FROM pushpop.messages AS m
-    GROUP BY m.topic
-    ORDER BY m.topic
+    WITH counts AS (
+        SELECT r.topic, count(*) AS ready, 0::bigint AS scheduled, 0::bigint AS pending,
+               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready
+        FROM pushpop.messages AS r WHERE r.state = 'ready' GROUP BY r.topic
+        UNION ALL
+        SELECT s.topic, count(*) FILTER (WHERE s.state_time <= now()),
+               count(*) FILTER (WHERE s.state_time > now()), 0, 0, 0,
+               min(s.state_time) FILTER (WHERE s.state_time <= now())
+        FROM pushpop.messages AS s WHERE s.state = 'scheduled' GROUP BY s.topic
+        UNION ALL
+        SELECT p.topic, 0, 0, count(*), 0, 0, NULL
+        FROM pushpop.messages AS p WHERE p.state = 'pending' GROUP BY p.topic
+        UNION ALL
+        SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
+               count(*) FILTER (WHERE f.state = 'discarded'), NULL
+        FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
+    )
+    SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
+           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
+    FROM counts AS c
+    GROUP BY c.topic
+    ORDER BY c.topic
 $function$;
+
+CREATE OR REPLACE FUNCTION pushpop.wait_for_push(consumer uuid, topics text[])
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require(wait_for_push.consumer IS NOT NULL, 'consumer must not be NULL');
+    PERFORM pushpop.require(cardinality(wait_for_push.topics) >= 1, 'topics must not be empty');
+    PERFORM pushpop.require_topic(t) FROM unnest(wait_for_push.topics) AS t;
+    INSERT INTO pushpop.waiting AS w (topic, consumer)
+    SELECT DISTINCT t, wait_for_push.consumer FROM unnest(wait_for_push.topics) AS t
+    ON CONFLICT ON CONSTRAINT waiting_pkey DO UPDATE SET since = now();
+END $function$;
+
+CREATE OR REPLACE FUNCTION pushpop.wake(topics text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    notified integer;
+BEGIN
+    -- Rows another transaction is waking already are skipped: it notifies for them.
+    WITH woken AS (
+        DELETE FROM pushpop.waiting AS w
+        WHERE (w.topic, w.consumer) IN (
+            SELECT x.topic, x.consumer FROM pushpop.waiting AS x
+            WHERE x.topic = ANY (wake.topics)
+            FOR UPDATE SKIP LOCKED)
+        RETURNING w.topic
+    )
+    SELECT count(pg_notify('pushpop', t.topic)) INTO notified
+    FROM (SELECT DISTINCT o.topic FROM woken AS o) AS t;
+    RETURN notified;
+END $function$;
 
 CREATE OR REPLACE FUNCTION pushpop.worker_heartbeat(id uuid, host text, pid integer, topics text[], concurrency integer)
  RETURNS void
@@ -510,6 +626,7 @@ CREATE OR REPLACE FUNCTION pushpop.worker_stopped(id uuid)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
+    DELETE FROM pushpop.waiting AS w WHERE w.consumer = worker_stopped.id;
     DELETE FROM pushpop.workers AS w WHERE w.id = worker_stopped.id;
     RETURN FOUND;
 END $function$;
@@ -532,6 +649,8 @@ COMMENT ON FUNCTION pushpop.cleanup(grace interval, max_rows integer) IS 'Delete
 
 COMMENT ON FUNCTION pushpop.complete(id uuid, lease uuid) IS 'Marks a pending message completed. Fenced: false, and nothing changes, unless the message is pending under this lease.';
 
+COMMENT ON FUNCTION pushpop.complete_many(ids uuid[], leases uuid[]) IS 'Completes many pending messages in one statement: ids[i] under leases[i]. Fenced like complete: returns the ids it completed; one missing from the result was no longer pending under that lease.';
+
 COMMENT ON FUNCTION pushpop.defer(id uuid, lease uuid, delay interval, reason text) IS 'Returns a pending message to the queue, to be popped again after delay, keeping reason in error. Fenced: false unless the message is pending under this lease.';
 
 COMMENT ON FUNCTION pushpop.discard(id uuid, lease uuid, reason text) IS 'Marks a pending message discarded (it will not be delivered again), keeping reason in error. Fenced: false unless the message is pending under this lease.';
@@ -544,7 +663,7 @@ COMMENT ON FUNCTION pushpop.max_payload_bytes() IS 'The largest payload, in byte
 
 COMMENT ON FUNCTION pushpop.pop(topic text, lease_for interval, max_messages integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready.';
 
-COMMENT ON FUNCTION pushpop.prune_workers(stale_after interval) IS 'Deletes registry entries of workers that stopped heartbeating more than stale_after ago (they crashed or were killed). Returns how many.';
+COMMENT ON FUNCTION pushpop.prune_workers(stale_after interval) IS 'Deletes registry entries of workers that stopped heartbeating more than stale_after ago (they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old. Returns how many workers it removed.';
 
 COMMENT ON FUNCTION pushpop.purge(topic text) IS 'Deletes every message of the topic that is not pending (in-flight deliveries finish normally). Returns how many.';
 
@@ -562,9 +681,13 @@ COMMENT ON FUNCTION pushpop.set_max_payload_bytes(max_bytes integer) IS 'Sets th
 
 COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now.';
 
+COMMENT ON FUNCTION pushpop.wait_for_push(consumer uuid, topics text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Pop once more after this call, then sleep: a message pushed just before it did not notify. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers(), so a sleeper renews each time it wakes.';
+
+COMMENT ON FUNCTION pushpop.wake(topics text[]) IS 'Sends the NOTIFY that wakes consumers waiting (pushpop.wait_for_push) on any of topics and returns how many topics it notified. The functions that make messages ready call it when someone waits.';
+
 COMMENT ON FUNCTION pushpop.worker_heartbeat(id uuid, host text, pid integer, topics text[], concurrency integer) IS 'Registers a worker on its first call and records a heartbeat on every later one. A worker calls it every few seconds; one that stops calling drops out of pushpop.workers().';
 
-COMMENT ON FUNCTION pushpop.worker_stopped(id uuid) IS 'Removes a worker from the registry when it shuts down cleanly. True if it was registered.';
+COMMENT ON FUNCTION pushpop.worker_stopped(id uuid) IS 'Removes a worker from the registry (and from the consumers waiting for a push) when it shuts down cleanly. True if it was registered.';
 
 COMMENT ON FUNCTION pushpop.workers(stale_after interval) IS 'The live workers: those whose last heartbeat is more recent than stale_after.';
 
@@ -573,6 +696,8 @@ COMMENT ON PROCEDURE pushpop.record_migration(IN version integer, IN name text) 
 COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions.';
 
 COMMENT ON TABLE pushpop.settings IS 'This database''s pushpop settings, one row. Private: use pushpop.set_max_payload_bytes().';
+
+COMMENT ON TABLE pushpop.waiting IS 'Consumers waiting for a NOTIFY on channel pushpop, by topic. Private: use pushpop.wait_for_push().';
 
 COMMENT ON TABLE pushpop.workers IS 'Running workers and their last heartbeat. Private: use pushpop.workers() and the worker_* functions.';
 
@@ -585,3 +710,5 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 -- migration 2: workers
 
 -- migration 3: security
+
+-- migration 4: performance

@@ -34,10 +34,18 @@ class _Proxy:
         value = getattr(self._target, name)
         if not callable(value):
             return value
-        return lambda *args, **kwargs: self._wait(value(*args, **kwargs))
+        return lambda *args, **kwargs: self._wait(value(*_unwrapped(args), **kwargs))
 
     def __repr__(self) -> str:
         return f"<sync {self._target!r}>"
+
+
+def _unwrapped(args: tuple[Any, ...]) -> list[Any]:
+    """Arguments as the async client wants them: its own messages, not their proxies."""
+    return [
+        [a._target if isinstance(a, _Proxy) else a for a in arg] if isinstance(arg, list) else arg
+        for arg in args
+    ]
 
 
 class SyncFacade(_Proxy):

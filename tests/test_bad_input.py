@@ -374,6 +374,7 @@ def test_sql_maintenance_works_or_refuses_cleanly(
 def test_notify_carries_the_topic_verbatim(conn: Conn, dsn: str, topic: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN pushpop")
+        conn.execute("SELECT pushpop.wait_for_push(gen_random_uuid(), ARRAY[%s])", [topic])
         conn.execute("SELECT pushpop.push(%s, 'x')", [topic])
         heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     assert heard == [topic]
@@ -386,6 +387,7 @@ def test_a_sql_looking_topic_and_reason_are_stored_popped_and_notified_verbatim(
     reason = "it's \"done\"'); DELETE FROM pushpop.messages; --"
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN pushpop")
+        conn.execute("SELECT pushpop.wait_for_push(gen_random_uuid(), ARRAY[%s])", [hostile])
         client.push(hostile, hostile.encode())
         heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     assert heard == [hostile]

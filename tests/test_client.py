@@ -143,6 +143,39 @@ def test_complete_marks_the_message_completed(client: pushpop.Client) -> None:
         message.complete()
 
 
+def test_complete_many_completes_a_batch_in_one_call(client: pushpop.Client) -> None:
+    ids = client.push_many("t", [b"a", b"b", b"c"])
+    batch = client.pop_many("t", 3)
+    client.complete_many(batch)
+    assert [m.state for m in batch] == ["completed"] * 3
+    assert [found(client, id).state for id in ids] == ["completed"] * 3
+    client.complete_many([])  # nothing to do, and no error
+
+
+def test_complete_many_completes_the_leased_and_names_the_lost(client: pushpop.Client) -> None:
+    client.push_many("t", [b"a", b"b"])
+    kept, lost = client.pop_many("t", 2)
+    lost.complete()
+    with pytest.raises(pushpop.LeaseLost, match=f"1 of 2 .*{lost.id}"):
+        client.complete_many([kept, lost])
+    assert found(client, kept.id).state == "completed"
+
+
+def test_complete_many_refuses_what_is_not_a_list_of_popped_messages(
+    client: pushpop.Client,
+) -> None:
+    client.push("t", b"x")
+    msg = popped(client)
+    with pytest.raises(pushpop.InvalidType):
+        client.complete_many(msg)  # type: ignore[arg-type]
+    with pytest.raises(pushpop.InvalidType):
+        client.complete_many([msg, "not a message"])  # type: ignore[list-item]
+    unpopped = client.new_message("t", b"y")
+    with pytest.raises(pushpop.InvalidArgument, match="holds no lease"):
+        client.complete_many([msg, unpopped])
+    assert found(client, msg.id).state == "pending"
+
+
 def test_discard_keeps_the_reason_and_stops_delivery(client: pushpop.Client) -> None:
     id = client.push("t", b"x")
     popped(client).discard("malformed")

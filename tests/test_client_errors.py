@@ -142,7 +142,7 @@ def test_an_error_on_the_callers_connection_keeps_its_cause(dsn: str) -> None:
 def test_a_sql_argument_check_becomes_invalid_argument_with_its_cause(
     client: pushpop.Client, conn: Conn
 ) -> None:
-    # Raise the SQL functions' own argument error from inside pop, as a newer server-side
+    # Raise the SQL functions' own argument error from inside purge, as a newer server-side
     # check would, and see the client translate it.
     conn.execute(
         "CREATE OR REPLACE FUNCTION pushpop.require_topic(topic text) RETURNS void"
@@ -151,5 +151,5 @@ def test_a_sql_argument_check_becomes_invalid_argument_with_its_cause(
         " END $$"
     )
     with pytest.raises(pushpop.InvalidArgument, match="topic is refused") as raised:
-        client.pop("t")
+        client.purge("t")
     assert isinstance(raised.value.__cause__, pg_errors.InvalidParameterValue)

@@ -37,10 +37,11 @@ PINNED = ["search_path=pg_catalog, pg_temp"]
 PRODUCER = {"push", "push_many", "max_payload_bytes"}
 CONSUMER = {
     "pop", "complete", "discard", "defer", "extend", "find", "requeue_expired", "cleanup",
-    "stats", "worker_heartbeat", "worker_stopped", "workers", "prune_workers",
+    "stats", "worker_heartbeat", "worker_stopped", "workers", "prune_workers", "complete_many",
+    "wait_for_push",
 }  # fmt: skip
 ADMIN = PRODUCER | CONSUMER | {"purge", "set_max_payload_bytes"}
-INTERNAL = {"require", "require_topic", "record_migration"}  # called only inside the functions
+INTERNAL = {"require", "require_topic", "record_migration", "wake"}  # called inside functions
 MAY_CALL = {
     "pushpop_producer": PRODUCER,
     "pushpop_consumer": CONSUMER,
@@ -51,6 +52,7 @@ KINDS = {"producer": "pushpop_producer", "consumer": "pushpop_consumer", "admin"
 TABLES = {  # each table, and a column to name in UPDATE
     "messages": "topic",
     "workers": "host",
+    "waiting": "topic",
     "settings": "max_payload_bytes",
     "schema_migrations": "name",
 }
@@ -245,6 +247,11 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "max_payload_bytes": (nothing, "SELECT pushpop.max_payload_bytes()", eq(1048576)),
     "pop": (ready("pop"), "SELECT payload FROM pushpop.pop(%s)", eq(b"secret")),
     "complete": (leased("complete"), "SELECT pushpop.complete(%s, %s)", eq(True)),
+    "complete_many": (
+        leased("complete_many"),
+        "SELECT count(*) FROM pushpop.complete_many(ARRAY[%s::uuid], ARRAY[%s::uuid])",
+        eq(1),
+    ),
     "discard": (leased("discard"), "SELECT pushpop.discard(%s, %s)", eq(True)),
     "defer": (leased("defer"), "SELECT pushpop.defer(%s, %s)", eq(True)),
     "extend": (leased("extend"), "SELECT pushpop.extend(%s, %s)", eq(True)),
@@ -260,11 +267,17 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "worker_stopped": (worker, "SELECT pushpop.worker_stopped(%s)", eq(True)),
     "workers": (worker, "SELECT count(*) FROM pushpop.workers() WHERE id = %s", eq(1)),
     "prune_workers": (nothing, "SELECT pushpop.prune_workers('1 minute')", at_least(0)),
+    "wait_for_push": (
+        nothing,
+        "SELECT 1 FROM pushpop.wait_for_push(gen_random_uuid(), '{t}')",
+        eq(1),
+    ),
     "purge": (ready("purge"), "SELECT pushpop.purge(%s)", eq(1)),
     "set_max_payload_bytes": (nothing, "SELECT pushpop.set_max_payload_bytes(2048)", eq(2048)),
     "require": (nothing, "SELECT 1 FROM pushpop.require(true, 'x')", eq(1)),
     "require_topic": (nothing, "SELECT 1 FROM pushpop.require_topic('t')", eq(1)),
     "record_migration": (nothing, "CALL pushpop.record_migration(99, 'x')", eq(None)),
+    "wake": (nothing, "SELECT pushpop.wake('{t}')", eq(0)),
 }
 
 

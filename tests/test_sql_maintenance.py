@@ -205,7 +205,7 @@ def test_purge_deletes_every_message_of_the_topic_but_pending_ones(conn: Conn) -
     assert scalar(conn, "SELECT pushpop.purge(topic => 't')") == 1
 
 
-# notifications
+# notifications: pushes notify only consumers that wait for them
 
 
 @pytest.fixture
@@ -216,36 +216,90 @@ def listener(dsn: str) -> Iterator[Conn]:
         yield listening
 
 
-def test_push_notifies_its_topic_on_the_pushpop_channel(conn: Conn, listener: Conn) -> None:
-    push(conn, "orders")
-    received = list(listener.notifies(timeout=5, stop_after=1))
-    assert [(n.channel, n.payload) for n in received] == [("pushpop", "orders")]
+CONSUMER = "00000000-0000-4000-8000-00000000000c"
 
 
-def test_delayed_push_does_not_notify(conn: Conn, listener: Conn) -> None:
-    push(conn, "later", delay="1 hour")
-    push(conn, "marker")  # notifications arrive in commit order: the marker comes after
-    received = list(listener.notifies(timeout=5, stop_after=1))
-    assert [n.payload for n in received] == ["marker"]
+def waits(conn: Conn, *topics: str) -> None:
+    """Registers CONSUMER as waiting for a push to any of topics."""
+    conn.execute("SELECT pushpop.wait_for_push(%s, %s)", [CONSUMER, list(topics)])
 
 
-def test_push_many_notifies_once(conn: Conn, listener: Conn) -> None:
-    conn.execute("SELECT pushpop.push_many('bulk', %s)", [[b"a", b"b", b"c"]])
-    push(conn, "marker")
+def heard_until_marker(listener: Conn) -> list[str]:
+    """The topics notified, up to and including the one named "marker"."""
     received = []
     for notify in listener.notifies(timeout=5):
+        assert notify.channel == "pushpop"
         received.append(notify.payload)
         if notify.payload == "marker":
             break
-    assert received == ["bulk", "marker"]
+    return received
+
+
+def test_push_notifies_a_waiting_consumer_once_and_ends_its_wait(
+    conn: Conn, listener: Conn
+) -> None:
+    waits(conn, "orders")
+    push(conn, "orders")
+    push(conn, "orders")  # nobody waits any more: no second notification
+    waits(conn, "marker")
+    push(conn, "marker")
+    assert heard_until_marker(listener) == ["orders", "marker"]
+    assert scalar(conn, "SELECT count(*) FROM pushpop.waiting") == 0
+
+
+def test_push_without_a_waiting_consumer_does_not_notify(conn: Conn, listener: Conn) -> None:
+    push(conn, "busy")
+    waits(conn, "other", "marker")
+    push(conn, "marker")
+    assert heard_until_marker(listener) == ["marker"]
+
+
+def test_delayed_push_does_not_notify(conn: Conn, listener: Conn) -> None:
+    waits(conn, "later", "marker")
+    push(conn, "later", delay="1 hour")
+    push(conn, "marker")  # notifications arrive in commit order: the marker comes after
+    assert heard_until_marker(listener) == ["marker"]
+
+
+def test_push_many_notifies_once(conn: Conn, listener: Conn) -> None:
+    waits(conn, "bulk", "marker")
+    conn.execute("SELECT pushpop.push_many('bulk', %s)", [[b"a", b"b", b"c"]])
+    push(conn, "marker")
+    assert heard_until_marker(listener) == ["bulk", "marker"]
 
 
 def test_push_inside_a_transaction_notifies_only_on_commit(conn: Conn, listener: Conn) -> None:
+    waits(conn, "rolled-back", "marker")
     with conn.transaction(force_rollback=True):
         push(conn, "rolled-back")
     push(conn, "marker")
-    received = list(listener.notifies(timeout=5, stop_after=1))
-    assert [n.payload for n in received] == ["marker"]
+    assert heard_until_marker(listener) == ["marker"]
+    assert scalar(conn, "SELECT count(*) FROM pushpop.waiting") == 1  # rolled back: still waits
+
+
+def test_defer_without_delay_and_requeue_wake_waiting_consumers(conn: Conn, listener: Conn) -> None:
+    push(conn, "again")
+    push(conn, "lapsed")
+    (id, lease), _ = conn.execute(
+        "SELECT id, lease FROM pushpop.pop('again') UNION ALL"
+        " SELECT id, lease FROM pushpop.pop('lapsed', interval '1 microsecond')"
+    ).fetchall()
+    waits(conn, "again", "lapsed", "marker")
+    assert scalar(conn, "SELECT pushpop.defer(%s, %s)", [id, lease]) is True
+    assert scalar(conn, "SELECT pushpop.requeue_expired()") == 1
+    push(conn, "marker")
+    assert heard_until_marker(listener) == ["again", "lapsed", "marker"]
+
+
+def test_waiting_consumers_are_forgotten_when_they_stop_or_go_stale(conn: Conn) -> None:
+    waits(conn, "a", "b")
+    conn.execute(
+        "UPDATE pushpop.waiting SET since = now() - interval '2 minutes' WHERE topic = 'a'"
+    )
+    conn.execute("SELECT pushpop.prune_workers(interval '1 minute')")
+    assert conn.execute("SELECT topic FROM pushpop.waiting").fetchall() == [("b",)]
+    conn.execute("SELECT pushpop.worker_stopped(%s)", [CONSUMER])
+    assert scalar(conn, "SELECT count(*) FROM pushpop.waiting") == 0
 
 
 # bad arguments
@@ -267,6 +321,14 @@ BAD_CALLS: list[tuple[LiteralString, str]] = [
     ("SELECT * FROM pushpop.pop('t', interval '-1 minute')", "lease_for"),
     ("SELECT * FROM pushpop.pop('t', interval '0')", "lease_for"),
     ("SELECT * FROM pushpop.pop('t', max_messages => 0)", "max_messages"),
+    ("SELECT pushpop.wait_for_push(NULL, ARRAY['t'])", "consumer"),
+    ("SELECT pushpop.wait_for_push(gen_random_uuid(), ARRAY[]::text[])", "topics"),
+    ("SELECT pushpop.wait_for_push(gen_random_uuid(), ARRAY[''])", "topic"),
+    ("SELECT * FROM pushpop.complete_many(ARRAY[gen_random_uuid()], NULL)", "leases"),
+    (
+        "SELECT * FROM pushpop.complete_many(ARRAY[gen_random_uuid()], ARRAY[]::uuid[])",
+        "ids and leases",
+    ),
     (
         "SELECT pushpop.defer(id, lease, interval '-1 second') FROM pushpop.messages"
         " WHERE state = 'pending'",
