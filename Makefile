@@ -16,7 +16,7 @@ help: ## list the targets
 # Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -e '.[dev,embedded]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,embedded,binary]'
 	touch $@
 
 venv: $(STAMP) ## create .venv and install pushpop with its dev tools

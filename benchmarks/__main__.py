@@ -19,7 +19,9 @@ from . import baseline, catalog, report
 from .env import Env, Settings, scratch_database, server_facts
 from .rounds import BASELINE, Side, measure
 
-QUICK = Settings(rounds=3, duration=0.6, warmup=0.2, depth=100_000, quick=True)
+QUICK = Settings(
+    rounds=3, duration=0.6, warmup=0.2, depth=100_000, samples=30, bloat_seconds=5, quick=True
+)
 DEFAULT = Settings()
 
 
@@ -40,6 +42,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"seconds per measurement ({DEFAULT.duration}; quick {QUICK.duration})",
     )
     p.add_argument("--threads", type=int, help=f"threads per side ({DEFAULT.threads})")
+    p.add_argument(
+        "--bloat-seconds",
+        type=float,
+        help=f"how long the bloat figure's workload runs "
+        f"({DEFAULT.bloat_seconds:g}; quick {QUICK.bloat_seconds:g})",
+    )
     p.add_argument(
         "--dsn",
         help="server to use (default: DATABASE_URL, else local or embedded); "
@@ -67,7 +75,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The preset (quick or default) with the flags given on top."""
     chosen = QUICK if args.quick else DEFAULT
-    flags = {k: getattr(args, k) for k in ("rounds", "depth", "duration", "threads")}
+    flags = {
+        k: getattr(args, k) for k in ("rounds", "depth", "duration", "threads", "bloat_seconds")
+    }
     return dataclasses.replace(chosen, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         with env.connect() as conn:
             facts = server_facts(conn)
         log(f"PostgreSQL {facts.get('server_version')}, {settings}")
+        if facts.get("autovacuum") == "off" and any(f.name == "bloat" for f in figures):
+            log("autovacuum is off on this server: the bloat figure shows growth without it")
         rows = measure(sides, figures, log)
     elapsed = time.perf_counter() - clock
     names = [side.name for side in sides]

@@ -1,16 +1,16 @@
 """Every figure of a run, in the order they run.
 
-A new theme of figures (say, pickup latency through a Worker, or ``client.work()``
-throughput) goes in a module of its own with a ``figures(settings)`` function, listed here.
+A new theme of figures goes in a module of its own with a ``figures(settings)`` function,
+listed here. Figures sharing a setup sit side by side, so its tables are loaded once.
 """
 
 from __future__ import annotations
 
-from . import scaling, throughput
+from . import bloat, latency, scaling, throughput, work
 from .env import Settings
 from .figures import Figure
 
-MODULES = (throughput, scaling)
+MODULES = (throughput, work, latency, scaling, bloat)
 
 
 def figures(settings: Settings) -> list[Figure]:

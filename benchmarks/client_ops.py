@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
-from pushpop import Client, calls
+from pushpop import Client
 
 from .env import TOPIC, Env
 from .runner import Op
@@ -53,22 +49,14 @@ def pop_complete(client: Client) -> Op:
     return op
 
 
-def pop_many_complete(client: Client, conn: psycopg.Connection[Any], env: Env) -> Op:
-    """``client.pop_many`` of a batch, then ``pushpop.complete`` per message in one pipeline.
-
-    The Client has no batched completion, so the completions go through ``conn`` in
-    psycopg's pipeline mode: one round trip for the batch, one statement per message.
-    """
+def pop_many_complete(client: Client, env: Env) -> Op:
+    """``client.pop_many`` of a batch, then ``client.complete_many`` of it: two statements."""
     n = env.settings.batch
 
     def op() -> int:
         msgs = client.pop_many(TOPIC, n)
         if msgs:
-            todo = [calls.complete(msg) for msg in msgs]
-            with conn.pipeline():
-                cursors = [conn.execute(call.sql, call.params) for call in todo]
-            for call, cur in zip(todo, cursors, strict=True):
-                call.read(cur.fetchall())
+            client.complete_many(msgs)
         return len(msgs)
 
     return op

@@ -33,6 +33,10 @@ class Settings:
     """Ready messages kept in the topic by the ordinary pop figures."""
     other_topics: int = 100
     payload_size: int = 100
+    samples: int = 200
+    """Pushes timed per round by the latency figure."""
+    bloat_seconds: float = 60.0
+    """How long the bloat figure's workload runs (its one round)."""
     quick: bool = False
 
 

@@ -13,6 +13,9 @@ Values = dict[str, float]
 Measure = Callable[[Env], Values]
 """Measures one round of a figure on one side (pushpop or baseline)."""
 
+TIMES = "\N{MULTIPLICATION SIGN}"
+"""The unit of a figure that is itself a ratio (sizes, say)."""
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -36,3 +39,5 @@ class Figure:
     baseline: Measure | None
     setup: Callable[[Env], None] = field(default=lambda env: None)
     note: str = ""
+    rounds: int | None = None
+    """At most this many rounds, for a figure whose one round is long and complete in itself."""

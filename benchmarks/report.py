@@ -16,6 +16,7 @@ import psycopg
 import pushpop
 
 from .env import Settings
+from .figures import TIMES
 from .rounds import BASELINE, Row
 
 OUT_DIR = Path(__file__).resolve().parent.parent / ".bench"
@@ -42,8 +43,12 @@ def relative(rows: dict[str, Row], row: Row, side: str) -> float | None:
     return a / b if a is not None and b else None
 
 
+DECIMALS = {"ms": 1, TIMES: 2}
+"""Digits after the point, by unit; whole numbers for the rest (msg/s, kB)."""
+
+
 def _number(value: float, unit: str) -> str:
-    return f"{value:,.1f}" if unit == "ms" else f"{value:,.0f}"
+    return f"{value:,.{DECIMALS.get(unit, 0)}f}"
 
 
 def _cell(values: list[float] | None, unit: str) -> str:

@@ -57,7 +57,8 @@ def measure(sides: list[Side], figures: list[Figure], log: Callable[[str], None]
                 for env in envs:
                     figure.setup(env)
             previous = figure.setup
-            for n in range(envs[0].settings.rounds):
+            rounds = envs[0].settings.rounds
+            for n in range(min(rounds, figure.rounds or rounds)):
                 turn = sides[n % len(sides) :] + sides[: n % len(sides)]
                 for side in turn:
                     run = side.measure(figure)

@@ -6,14 +6,14 @@ from . import baseline, client_ops, data
 from .data import BASELINE, PUSHPOP
 from .env import Env, Settings
 from .figures import Figure, Measure, Metric, Values
-from .sides import run, with_client, with_connections
+from .sides import with_client, with_connections
 
 
 def _empty(env: Env) -> None:
     data.reset(env)
 
 
-def _shallow(env: Env) -> None:
+def shallow(env: Env) -> None:
     """A topic holding the usual few ready messages (kept there by a refill during a run)."""
     data.reset(env)
     data.load_both(env, "ready", env.settings.shallow)
@@ -57,10 +57,8 @@ def _push_many_baseline(env: Env) -> Values:
 
 
 def _pop_many_pushpop(env: Env) -> Values:
-    threads = env.settings.threads
-    with client_ops.client(env) as client, env.connections(threads) as conns:
-        ops = [client_ops.pop_many_complete(client, conn, env) for conn in conns]
-        return {"pop_many_complete": run(env, ops, refill=PUSHPOP)}
+    rate = with_client(env, lambda c: client_ops.pop_many_complete(c, env), refill=PUSHPOP)
+    return {"pop_many_complete": rate}
 
 
 def _pop_many_baseline(env: Env) -> Values:
@@ -91,7 +89,7 @@ def figures(s: Settings) -> list[Figure]:
             (Metric("pop_complete", f"pop + complete, {s.threads} consumers"),),
             _pop_pushpop,
             _pop_baseline,
-            setup=_shallow,
+            setup=shallow,
             note=f"{s.shallow:,} ready messages, topped up as they are consumed; "
             "baseline: UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) then UPDATE",
         ),
@@ -108,8 +106,9 @@ def figures(s: Settings) -> list[Figure]:
             (Metric("pop_many_complete", f"pop_many + complete, batches of {s.batch}"),),
             _pop_many_pushpop,
             _pop_many_baseline,
-            setup=_shallow,
-            note="pushpop has no batched completion: pushpop.complete per message, one pipeline "
-            "per batch; baseline: one UPDATE ... FROM unnest(ids, leases)",
+            setup=shallow,
+            note="pushpop: pop_many, then complete_many of the batch (one statement each); "
+            "baseline: UPDATE ... = ANY(ARRAY(SELECT ... SKIP LOCKED)), then one UPDATE ... "
+            "FROM unnest(ids, leases)",
         ),
     ]

@@ -1,0 +1,150 @@
+"""Storage growth: the queue table after a sustained run, against a fresh copy of its live rows.
+
+Producers push only as fast as consumers complete, and cleanup deletes finished messages
+every second, so the live content stays about the same; what the table gains over a freshly
+written copy of it is space dead rows filled before (auto)vacuum made it reusable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pushpop import Client
+
+from . import client_ops, data
+from .env import Env, Settings
+from .figures import TIMES, Figure, Metric, Values
+from .runner import Op, throughput
+
+CLEANUP_EVERY = 1.0
+FRESH = "public.bloat_fresh"
+"""The compact copy, made and dropped after the run."""
+_FRESH = sql.Identifier("public", "bloat_fresh")
+
+
+def _setup(env: Env) -> None:
+    data.reset(env)
+    data.load(env, data.PUSHPOP, "ready", env.settings.shallow)
+    data.settle(env)
+
+
+class Cleaner:
+    """Called every few milliseconds by the run; runs ``cleanup(grace=0)`` once a second."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._next = 0.0
+
+    def __call__(self, _handled: int) -> None:
+        if (now := time.monotonic()) >= self._next:
+            self._client.cleanup(grace=0)
+            self._next = now + CLEANUP_EVERY
+
+
+def _balanced(client: Client, env: Env) -> list[Op]:
+    """Consumers popping and completing flat out, producers pushing one message per completion."""
+    completed = threading.Semaphore(0)
+    pop, push = client_ops.pop_complete(client), client_ops.push(client, env)
+
+    def consume() -> int:
+        if n := pop():
+            completed.release(n)
+        return n
+
+    def produce() -> int:
+        return push() if completed.acquire(timeout=0.05) else 0
+
+    threads = env.settings.threads
+    return [consume] * threads + [produce] * threads
+
+
+def _size(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute("SELECT pg_total_relation_size(%s::regclass)", [table]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def fresh_size(conn: psycopg.Connection[Any]) -> int:
+    """Size of a compact copy of pushpop.messages: same rows, definition and storage options.
+
+    LIKE ... INCLUDING ALL copies the columns, constraints and indexes but not the table's
+    storage options (its fillfactor), which are set from pg_class; VACUUM FULL then writes
+    the rows and builds each index afresh.
+    """
+    row = conn.execute(
+        "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'pushpop.messages'::regclass"
+    ).fetchone()
+    assert row is not None
+    options = sql.SQL(", ").join(sql.SQL(option) for option in row[0])
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_FRESH))
+    create = sql.SQL("CREATE TABLE {} (LIKE pushpop.messages INCLUDING ALL)").format(_FRESH)
+    if row[0]:
+        create = sql.SQL("{} WITH ({})").format(create, options)
+    conn.execute(create)
+    try:
+        conn.execute(
+            sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM pushpop.messages").format(
+                _FRESH
+            )
+        )
+        conn.execute(sql.SQL("VACUUM FULL {}").format(_FRESH))
+        return _size(conn, FRESH)
+    finally:
+        conn.execute(sql.SQL("DROP TABLE {}").format(_FRESH))
+
+
+def autovacuums(conn: psycopg.Connection[Any]) -> int:
+    """How many times autovacuum has vacuumed pushpop.messages so far."""
+    row = conn.execute(
+        "SELECT autovacuum_count FROM pg_stat_user_tables"
+        " WHERE relid = 'pushpop.messages'::regclass"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _pushpop(env: Env) -> Values:
+    s = env.settings
+    pool = 2 * s.threads + 1  # a connection per thread, and one for cleanup
+    with env.connect() as conn:
+        vacuumed = autovacuums(conn)
+        with Client(env.conninfo, min_size=pool, max_size=pool) as client:
+            throughput(_balanced(client, env), 0.0, s.bloat_seconds, Cleaner(client))
+        vacuumed = autovacuums(conn) - vacuumed
+        after = _size(conn, "pushpop.messages")
+        fresh = fresh_size(conn)
+    return {
+        "bloat_ratio": after / fresh,
+        "bloat_after_kb": after / 1024,
+        "bloat_fresh_kb": fresh / 1024,
+        "bloat_autovacuums": vacuumed,
+    }
+
+
+def figures(s: Settings) -> list[Figure]:
+    """pushpop.messages' size after a sustained push + pop + complete run, against a fresh copy."""
+    after = f"table + indexes after {s.bloat_seconds:g} s"
+    return [
+        Figure(
+            "bloat",
+            (
+                Metric("bloat_ratio", f"{after} vs fresh copy", TIMES, higher_is_better=False),
+                Metric("bloat_after_kb", after, "kB", higher_is_better=False),
+                Metric("bloat_fresh_kb", "fresh copy, same rows", "kB", higher_is_better=False),
+                Metric("bloat_autovacuums", "autovacuum runs on the table meanwhile", "runs"),
+            ),
+            _pushpop,
+            None,
+            setup=_setup,
+            rounds=1,
+            note=f"one round; pushpop only: {s.threads} consumers (pop + complete) flat out and "
+            f"{s.threads} producers pushing one message per completion, {s.shallow:,} kept "
+            "ready, cleanup(grace=0) every second, no VACUUM but autovacuum as the server has "
+            "it (its naptime is 1 min by default); the fresh copy holds the same rows with the "
+            f"same definition, written by VACUUM FULL; target ≤ 2{TIMES}",
+        ),
+    ]
