@@ -146,8 +146,8 @@ def figures(s: Settings) -> list[Figure]:
             rounds=1,
             note=f"one round; pushpop only: {s.threads} consumers (pop + complete) flat out and "
             f"{s.threads} producers pushing one message per completion, {s.shallow:,} kept "
-            "ready, cleanup(grace=1 minute) every second, no VACUUM but autovacuum as the server has "
-            "it (its naptime is 1 min by default); the fresh copy holds the same rows with the "
+            "ready, cleanup(grace=1 minute) every second, no VACUUM but autovacuum as the server "
+            "has it (its naptime is 1 min by default); the fresh copy holds the same rows with the "
             f"same definition, written by VACUUM FULL; target ≤ 2{TIMES}",
         ),
     ]
