@@ -56,7 +56,8 @@ COMMENT ON FUNCTION pushpop.wait_for_push(uuid, text[]) IS
     'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends '
     'a NOTIFY (payload: the topic) and ends the registration. Pop once more after this call, then sleep: '
     'a message pushed just before it did not notify. consumer is any id of your own; calling again renews it. '
-    'Registrations older than a minute are dropped by prune_workers(), so a sleeper renews each time it wakes.';
+    'Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker '
+    '(pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
 
 -- Ends the registrations of the given topics and notifies once per topic that had one.
 CREATE FUNCTION pushpop.wake(topics text[])
@@ -442,14 +443,19 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM pushpop.require(prune_workers.stale_after > interval '0', 'stale_after must be positive');
-    DELETE FROM pushpop.waiting AS w WHERE w.since <= now() - prune_workers.stale_after;
+    -- A live worker's registration stays however long it sleeps between polls.
+    DELETE FROM pushpop.waiting AS w
+    WHERE w.since <= now() - prune_workers.stale_after
+      AND NOT EXISTS (SELECT FROM pushpop.workers AS k
+                      WHERE k.id = w.consumer AND k.heartbeat_at > now() - prune_workers.stale_after);
     DELETE FROM pushpop.workers AS w WHERE w.heartbeat_at <= now() - prune_workers.stale_after;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END $$;
 COMMENT ON FUNCTION pushpop.prune_workers(interval) IS
     'Deletes registry entries of workers that stopped heartbeating more than stale_after ago '
-    '(they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old. '
+    '(they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old '
+    'unless they belong to a live worker. '
     'Returns how many workers it removed.';
 
 -- Lock down, as 0003 explains: every routine runs as its owner with a pinned search_path,

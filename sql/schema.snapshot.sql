@@ -312,7 +312,11 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM pushpop.require(prune_workers.stale_after > interval '0', 'stale_after must be positive');
-    DELETE FROM pushpop.waiting AS w WHERE w.since <= now() - prune_workers.stale_after;
+    -- A live worker's registration stays however long it sleeps between polls.
+    DELETE FROM pushpop.waiting AS w
+    WHERE w.since <= now() - prune_workers.stale_after
+      AND NOT EXISTS (SELECT FROM pushpop.workers AS k
+                      WHERE k.id = w.consumer AND k.heartbeat_at > now() - prune_workers.stale_after);
     DELETE FROM pushpop.workers AS w WHERE w.heartbeat_at <= now() - prune_workers.stale_after;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
@@ -663,7 +667,7 @@ COMMENT ON FUNCTION pushpop.max_payload_bytes() IS 'The largest payload, in byte
 
 COMMENT ON FUNCTION pushpop.pop(topic text, lease_for interval, max_messages integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready.';
 
-COMMENT ON FUNCTION pushpop.prune_workers(stale_after interval) IS 'Deletes registry entries of workers that stopped heartbeating more than stale_after ago (they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old. Returns how many workers it removed.';
+COMMENT ON FUNCTION pushpop.prune_workers(stale_after interval) IS 'Deletes registry entries of workers that stopped heartbeating more than stale_after ago (they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old unless they belong to a live worker. Returns how many workers it removed.';
 
 COMMENT ON FUNCTION pushpop.purge(topic text) IS 'Deletes every message of the topic that is not pending (in-flight deliveries finish normally). Returns how many.';
 
@@ -681,7 +685,7 @@ COMMENT ON FUNCTION pushpop.set_max_payload_bytes(max_bytes integer) IS 'Sets th
 
 COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now.';
 
-COMMENT ON FUNCTION pushpop.wait_for_push(consumer uuid, topics text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Pop once more after this call, then sleep: a message pushed just before it did not notify. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers(), so a sleeper renews each time it wakes.';
+COMMENT ON FUNCTION pushpop.wait_for_push(consumer uuid, topics text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Pop once more after this call, then sleep: a message pushed just before it did not notify. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker (pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
 
 COMMENT ON FUNCTION pushpop.wake(topics text[]) IS 'Sends the NOTIFY that wakes consumers waiting (pushpop.wait_for_push) on any of topics and returns how many topics it notified. The functions that make messages ready call it when someone waits.';
 

@@ -302,6 +302,14 @@ def test_waiting_consumers_are_forgotten_when_they_stop_or_go_stale(conn: Conn) 
     assert scalar(conn, "SELECT count(*) FROM pushpop.waiting") == 0
 
 
+def test_a_live_workers_wait_outlasts_the_stale_limit(conn: Conn) -> None:
+    conn.execute("SELECT pushpop.worker_heartbeat(%s, 'h', 1, '{a}', 1)", [CONSUMER])
+    waits(conn, "a")
+    conn.execute("UPDATE pushpop.waiting SET since = now() - interval '1 hour'")
+    conn.execute("SELECT pushpop.prune_workers(interval '1 minute')")
+    assert conn.execute("SELECT topic FROM pushpop.waiting").fetchall() == [("a",)]
+
+
 # bad arguments
 
 BAD_CALLS: list[tuple[LiteralString, str]] = [
