@@ -22,6 +22,7 @@ from .async_client import AsyncClient, AsyncMessage
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
+    COMPLETE_BATCH,
     RELEASED,
     Flight,
     Job,
@@ -29,6 +30,7 @@ from .worker_common import (
     SignalPolicy,
     WorkerSettings,
     log,
+    log_completions,
     log_outcome,
     pop_failed,
 )  # fmt: skip
@@ -62,6 +64,8 @@ class AsyncWorker:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control = Control(self.settings, client.conninfo, self._wake_from_thread)
+        self._completions: asyncio.Queue[tuple[Job, str] | None] = asyncio.Queue()
+        self._completer: asyncio.Task[None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -93,6 +97,7 @@ class AsyncWorker:
                  ",".join(self.settings.topics), self.settings.concurrency)  # fmt: skip
         self._control.start()
         keeper = asyncio.create_task(self._keep_leases(), name="pushpop-lease-keeper")
+        self._completer = asyncio.create_task(self._send_completions(), name="pushpop-completer")
         try:
             await self._dispatch()
             await self._drain(self.settings.shutdown_timeout)
@@ -101,7 +106,8 @@ class AsyncWorker:
             raise
         finally:
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            self._completer.cancel()  # done already, unless run() failed before draining
+            await asyncio.gather(keeper, self._completer, return_exceptions=True)
             await asyncio.to_thread(self._control.stop)
             remove_signal_handlers()
 
@@ -161,6 +167,9 @@ class AsyncWorker:
         await asyncio.gather(*(job.task for job in leftovers), return_exceptions=True)
         for job in leftovers:
             await self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
+        self._completions.put_nowait(None)  # send what finished, then stop
+        if self._completer is not None:
+            await asyncio.gather(self._completer, return_exceptions=True)
         log.info("worker %s stopped", self.settings.id)
 
     async def _handle(self, job: Job) -> None:
@@ -186,10 +195,11 @@ class AsyncWorker:
 
     async def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
         msg: AsyncMessage = job.msg
+        if outcome.action == "complete":
+            self._completions.put_nowait((job, label))  # logged once sent
+            return
         try:
-            if outcome.action == "complete":
-                await msg.complete()
-            elif outcome.action == "defer":
+            if outcome.action == "defer":
                 await msg.defer(outcome.delay, reason=outcome.reason)
                 self._pacer.deferred(outcome.delay.total_seconds())
                 self._wake.set()  # recompute how long to sleep
@@ -198,6 +208,27 @@ class AsyncWorker:
         except Error as exc:
             label = retry.failed_acknowledgement(outcome, exc)
         log_outcome(msg, job.started, time.monotonic(), label)
+
+    async def _send_completions(self) -> None:
+        """Completes finished messages in batches: one statement for all that are waiting."""
+        stopping = False
+        while not stopping:
+            first = await self._completions.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < COMPLETE_BATCH and not self._completions.empty():
+                item = self._completions.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            error: Error | None = None
+            try:
+                await self.client.complete_many([job.msg for job, _ in batch])
+            except Error as exc:
+                error = exc
+            log_completions(batch, error)
 
     async def _keep_leases(self) -> None:
         while True:

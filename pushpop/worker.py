@@ -3,6 +3,7 @@
 Threads, each with one job:
 - the caller's thread pops messages whenever a handler slot is free (``run()``);
 - ``concurrency`` handler threads run the handler and acknowledge the outcome;
+- a completer sends the completions of handlers that returned, together (complete_many);
 - a lease keeper extends the leases of messages whose handler is still running;
 - a control thread LISTENs for pushes, heartbeats in ``pushpop.workers`` and, if it wins the
   advisory lock, runs the queue's maintenance (requeue_expired, cleanup, prune_workers).
@@ -25,6 +26,7 @@ from .client import Client, Message
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
+    COMPLETE_BATCH,
     RELEASED,
     Flight,
     Job,
@@ -32,6 +34,7 @@ from .worker_common import (
     SignalPolicy,
     WorkerSettings,
     log,
+    log_completions,
     log_outcome,
     pop_failed,
 )
@@ -62,6 +65,7 @@ class Worker:
         self._flight = Flight(self.settings)
         self._pacer = Pacer(self.settings.poll_interval)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._completions: queue.SimpleQueue[tuple[Job, str] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._control = Control(self.settings, client.conninfo, self._wake.set)
 
@@ -93,6 +97,7 @@ class Worker:
             self._done.set()
             for _ in range(self.settings.concurrency):
                 self._jobs.put(None)
+            self._completions.put(None)  # no-op if _drain flushed them already
             self._control.stop()
             restore()
 
@@ -106,6 +111,7 @@ class Worker:
             (f"pushpop-handler-{i}", self._handle_jobs) for i in range(s.concurrency)
         ]
         targets.append(("pushpop-lease-keeper", self._keep_leases))
+        targets.append(("pushpop-completer", self._send_completions))
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -157,6 +163,10 @@ class Worker:
                 self._flight.changed.wait(left)
         for job in self._flight.release_all():
             self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
+        self._completions.put(None)  # send what finished, then stop
+        for thread in self._threads:
+            if thread.name == "pushpop-completer":
+                thread.join(self.settings.shutdown_timeout + 10)
         log.info("worker %s stopped", self.settings.id)
 
     # -- handler threads ----------------------------------------------------------------------
@@ -186,10 +196,11 @@ class Worker:
 
     def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
         msg: Message = job.msg
+        if outcome.action == "complete":
+            self._completions.put((job, label))  # logged once sent
+            return
         try:
-            if outcome.action == "complete":
-                msg.complete()
-            elif outcome.action == "defer":
+            if outcome.action == "defer":
                 msg.defer(outcome.delay, reason=outcome.reason)
                 self._pacer.deferred(outcome.delay.total_seconds())
                 self._wake.set()  # recompute how long to sleep
@@ -198,6 +209,32 @@ class Worker:
         except Error as exc:
             label = retry.failed_acknowledgement(outcome, exc)
         log_outcome(msg, job.started, time.monotonic(), label)
+
+    # -- completer ----------------------------------------------------------------------------
+
+    def _send_completions(self) -> None:
+        """Completes finished messages in batches: one statement for all that are waiting."""
+        stopping = False
+        while not stopping:
+            first = self._completions.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < COMPLETE_BATCH:
+                try:
+                    item = self._completions.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            error: Error | None = None
+            try:
+                self.client.complete_many([job.msg for job, _ in batch])
+            except Error as exc:
+                error = exc
+            log_completions(batch, error)
 
     # -- lease keeper ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 from . import checks
 from .errors import Error, InvalidArgument, InvalidType, Unavailable
 from .message import MessageBase
-from .retry import Retry
+from .retry import COMPLETE, Retry, failed_acknowledgement
 
 log = logging.getLogger("pushpop.worker")
 
@@ -99,6 +99,21 @@ def log_outcome(msg: MessageBase, started: float, ended: float, outcome: str) ->
             "duration_ms": duration_ms, "outcome": outcome,
         },
     )  # fmt: skip
+
+
+# Completions are sent together: whatever finished while the previous batch was on its way,
+# at most this many per statement (pushpop.complete_many).
+COMPLETE_BATCH = 500
+
+
+def log_completions(batch: Sequence[tuple[Job, str]], error: Error | None) -> None:
+    """Logs each job of one complete_many: completed, or why not. On LeaseLost the batch's
+    other messages were completed (their state says so); any other error completed none."""
+    ended = time.monotonic()
+    for job, label in batch:
+        if error is not None and job.msg.state != "completed":
+            label = failed_acknowledgement(COMPLETE, error)
+        log_outcome(job.msg, job.started, ended, label)
 
 
 @dataclass(eq=False)
