@@ -161,15 +161,16 @@ class AsyncWorker:
         tasks = [job.task for job in list(self._flight.jobs.values())]
         if tasks and timeout > 0:
             await asyncio.wait(tasks, timeout=timeout)
+        # Send what finished first, so none of it is released (and delivered again).
+        self._completions.put_nowait(None)
+        if self._completer is not None:
+            await asyncio.gather(self._completer, return_exceptions=True)
         leftovers = self._flight.release_all()
         for job in leftovers:
             job.task.cancel()
         await asyncio.gather(*(job.task for job in leftovers), return_exceptions=True)
         for job in leftovers:
             await self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
-        self._completions.put_nowait(None)  # send what finished, then stop
-        if self._completer is not None:
-            await asyncio.gather(self._completer, return_exceptions=True)
         log.info("worker %s stopped", self.settings.id)
 
     async def _handle(self, job: Job) -> None:
@@ -183,23 +184,31 @@ class AsyncWorker:
             error = exc  # the handler cancelled itself: a failure like any other
         except Exception as exc:
             error = exc
+        queued = False  # a completion keeps its slot until the completer has sent it
         try:
             outcome, label = retry.decide(job.msg, error, self.settings.retry)
             if outcome is None:
                 log_outcome(job.msg, job.started, time.monotonic(), label)
+            elif outcome.action == "complete":
+                self._completions.put_nowait((job, label))
+                queued = True
             else:
                 await self._acknowledge(job, outcome, label)
         finally:
-            if self._flight.done(job):
-                self._wake.set()  # a slot is free again: pop
+            if not queued:
+                self._free(job)
+
+    def _free(self, job: Job) -> None:
+        """The job is over: its handler slot takes the next message."""
+        if self._flight.done(job):
+            self._wake.set()  # a slot is free again: pop
 
     async def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
         msg: AsyncMessage = job.msg
-        if outcome.action == "complete":
-            self._completions.put_nowait((job, label))  # logged once sent
-            return
         try:
-            if outcome.action == "defer":
+            if outcome.action == "complete":
+                await msg.complete()
+            elif outcome.action == "defer":
                 await msg.defer(outcome.delay, reason=outcome.reason)
                 self._pacer.deferred(outcome.delay.total_seconds())
                 self._wake.set()  # recompute how long to sleep
@@ -229,6 +238,8 @@ class AsyncWorker:
             except Error as exc:
                 error = exc
             log_completions(batch, error)
+            for job, _ in batch:
+                self._free(job)
 
     async def _keep_leases(self) -> None:
         while True:

@@ -161,12 +161,13 @@ class Worker:
         with self._flight.changed:
             while self._flight.jobs and (left := deadline - time.monotonic()) > 0:
                 self._flight.changed.wait(left)
-        for job in self._flight.release_all():
-            self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
-        self._completions.put(None)  # send what finished, then stop
+        # Send what finished first, so none of it is released (and delivered again).
+        self._completions.put(None)
         for thread in self._threads:
             if thread.name == "pushpop-completer":
-                thread.join(self.settings.shutdown_timeout + 10)
+                thread.join()
+        for job in self._flight.release_all():
+            self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
         log.info("worker %s stopped", self.settings.id)
 
     # -- handler threads ----------------------------------------------------------------------
@@ -181,6 +182,7 @@ class Worker:
             self._finish(job, error)
 
     def _finish(self, job: Job, error: BaseException | None) -> None:
+        queued = False  # a completion keeps its slot until the completer has sent it
         try:
             if self._flight.is_released(job):
                 log_outcome(job.msg, job.started, time.monotonic(), "finished after release")
@@ -188,19 +190,26 @@ class Worker:
             outcome, label = retry.decide(job.msg, error, self.settings.retry)
             if outcome is None:
                 log_outcome(job.msg, job.started, time.monotonic(), label)
+            elif outcome.action == "complete":
+                self._completions.put((job, label))
+                queued = True
             else:
                 self._acknowledge(job, outcome, label)
         finally:
-            if self._flight.done(job):
-                self._wake.set()  # a slot is free again: pop
+            if not queued:
+                self._free(job)
+
+    def _free(self, job: Job) -> None:
+        """The job is over: its handler slot takes the next message."""
+        if self._flight.done(job):
+            self._wake.set()  # a slot is free again: pop
 
     def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
         msg: Message = job.msg
-        if outcome.action == "complete":
-            self._completions.put((job, label))  # logged once sent
-            return
         try:
-            if outcome.action == "defer":
+            if outcome.action == "complete":
+                msg.complete()
+            elif outcome.action == "defer":
                 msg.defer(outcome.delay, reason=outcome.reason)
                 self._pacer.deferred(outcome.delay.total_seconds())
                 self._wake.set()  # recompute how long to sleep
@@ -235,6 +244,8 @@ class Worker:
             except Error as exc:
                 error = exc
             log_completions(batch, error)
+            for job, _ in batch:
+                self._free(job)
 
     # -- lease keeper ---------------------------------------------------------------------------
 

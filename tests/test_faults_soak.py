@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 MESSAGES = int(os.environ.get("PUSHPOP_SOAK_MESSAGES", "50000"))
 WORKERS = 4
 CONCURRENCY = 16
-KILL_EVERY = 3.0  # seconds between two SIGKILLs
+KILL_EVERY = 1.5  # seconds between two SIGKILLs
 PUSH_BATCH = 5000
 
 
