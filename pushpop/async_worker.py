@@ -22,13 +22,13 @@ from .async_client import AsyncClient, AsyncMessage
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
-    COMPLETE_BATCH,
     RELEASED,
     Flight,
     Job,
     Pacer,
     SignalPolicy,
     WorkerSettings,
+    completion_batch,
     log,
     log_completions,
     log_outcome,
@@ -225,13 +225,7 @@ class AsyncWorker:
             first = await self._completions.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < COMPLETE_BATCH and not self._completions.empty():
-                item = self._completions.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            batch, stopping = completion_batch(first, self._completions.get_nowait)
             error: Error | None = None
             try:
                 await self.client.complete_many([job.msg for job, _ in batch])

@@ -26,13 +26,13 @@ from .client import Client, Message
 from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
-    COMPLETE_BATCH,
     RELEASED,
     Flight,
     Job,
     Pacer,
     SignalPolicy,
     WorkerSettings,
+    completion_batch,
     log,
     log_completions,
     log_outcome,
@@ -228,16 +228,7 @@ class Worker:
             first = self._completions.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < COMPLETE_BATCH:
-                try:
-                    item = self._completions.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            batch, stopping = completion_batch(first, self._completions.get_nowait)
             error: Error | None = None
             try:
                 self.client.complete_many([job.msg for job, _ in batch])

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -104,6 +106,23 @@ def log_outcome(msg: MessageBase, started: float, ended: float, outcome: str) ->
 # Completions are sent together: whatever finished while the previous batch was on its way,
 # at most this many per statement (pushpop.complete_many).
 COMPLETE_BATCH = 500
+
+
+def completion_batch(
+    first: tuple[Job, str], take: Callable[[], tuple[Job, str] | None]
+) -> tuple[list[tuple[Job, str]], bool]:
+    """``first`` and the completions ``take`` has ready (a queue's get_nowait), at most
+    COMPLETE_BATCH; True as well if the stop mark (None) came, so the sender stops after."""
+    batch = [first]
+    while len(batch) < COMPLETE_BATCH:
+        try:
+            item = take()
+        except (queue.Empty, asyncio.QueueEmpty):
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
 
 
 def log_completions(batch: Sequence[tuple[Job, str]], error: Error | None) -> None:
