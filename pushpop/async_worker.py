@@ -23,6 +23,7 @@ from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
     RELEASED,
+    SETTLE,
     Flight,
     Job,
     Pacer,
@@ -119,13 +120,16 @@ class AsyncWorker:
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
             try:
-                backlog = await self._fetch(topics)
+                backlog, popped = await self._fetch(topics)
+                if popped:
+                    waiting = False  # a push may have used up the wake-up asked for
                 failures = 0
                 self._control.outage.recovered(began)
                 if not waiting and self._flight.idle(backlog):
                     s = self.settings
                     await self.client._run(calls.wait_for_push(s.id, s.topics))
                     waiting = True
+                    await self._sleep(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
@@ -141,20 +145,21 @@ class AsyncWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _fetch(self, topics: deque[str]) -> bool:
-        """Pops into the free handler slots, taking the topics in turn; True if a topic may
-        hold more (its pop filled every free slot)."""
-        backlog = False
+    async def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
+        """Pops into the free handler slots, taking the topics in turn. Returns whether a topic
+        may hold more (its pop filled every free slot), and how many messages it popped."""
+        backlog, popped = False, 0
         for _ in range(len(topics)):
             if (free := self._flight.free()) <= 0:
-                return True
+                return True, popped
             topics.rotate(-1)
             messages = await self.client.pop_many(topics[-1], free, lease=self.settings.lease)
             for msg in messages:
                 job = self._flight.add(msg)
                 job.task = asyncio.create_task(self._handle(job), name=f"pushpop-{msg.id}")
             backlog = backlog or len(messages) == free
-        return backlog
+            popped += len(messages)
+        return backlog, popped
 
     async def _drain(self, timeout: float) -> None:
         """Waits up to ``timeout`` for running handlers; cancels and releases the rest."""

@@ -27,6 +27,7 @@ from .control import Control
 from .errors import Error, LeaseLost, Unavailable
 from .worker_common import (
     RELEASED,
+    SETTLE,
     Flight,
     Job,
     Pacer,
@@ -126,12 +127,15 @@ class Worker:
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
             try:
-                backlog = self._fetch(topics)
+                backlog, popped = self._fetch(topics)
+                if popped:
+                    waiting = False  # a push may have used up the wake-up asked for
                 failures = 0
                 self._control.outage.recovered(began)
                 if not waiting and self._flight.idle(backlog):
                     self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
                     waiting = True
+                    self._wake.wait(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
@@ -142,19 +146,20 @@ class Worker:
             self._wake.wait(self._pacer.next_wait())
             waiting = False
 
-    def _fetch(self, topics: deque[str]) -> bool:
-        """Pops into the free handler slots, taking the topics in turn; True if a topic may
-        hold more (its pop filled every free slot)."""
-        backlog = False
+    def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
+        """Pops into the free handler slots, taking the topics in turn. Returns whether a topic
+        may hold more (its pop filled every free slot), and how many messages it popped."""
+        backlog, popped = False, 0
         for _ in range(len(topics)):
             if (free := self._flight.free()) <= 0:
-                return True
+                return True, popped
             topics.rotate(-1)
             messages = self.client.pop_many(topics[-1], free, lease=self.settings.lease)
             for msg in messages:
                 self._jobs.put(self._flight.add(msg))
             backlog = backlog or len(messages) == free
-        return backlog
+            popped += len(messages)
+        return backlog, popped
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.shutdown_timeout

@@ -25,6 +25,10 @@ log = logging.getLogger("pushpop.worker")
 
 # Between reconnection attempts to a database that went away: doubling, at most this.
 RECONNECT_CAP = 5.0
+# After asking for a wake-up (pushpop.wait_for_push) the popper waits this long, or until woken,
+# before its last pop: a push that checked for waiting consumers just before the request
+# commits meanwhile and is popped then, instead of a poll interval later.
+SETTLE = 0.1
 # A registry entry without a heartbeat for this long belongs to a dead worker.
 STALE_AFTER = timedelta(minutes=1)
 

@@ -54,8 +54,9 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pushpop.wait_for_push(uuid, text[]) IS
     'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends '
-    'a NOTIFY (payload: the topic) and ends the registration. Pop once more after this call, then sleep: '
-    'a message pushed just before it did not notify. consumer is any id of your own; calling again renews it. '
+    'a NOTIFY (payload: the topic) and ends the registration. Wait about 100 ms (or until notified) after this '
+    'call and pop once more, then sleep: a push that was committing as you called did not notify. '
+    'consumer is any id of your own; calling again renews it. '
     'Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker '
     '(pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
 
