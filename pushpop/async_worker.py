@@ -115,20 +115,17 @@ class AsyncWorker:
     async def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
-        waiting = False  # asked for a wake-up since the last sleep
         while not self._stopping.is_set():
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
             try:
                 backlog, popped = await self._fetch(topics)
-                if popped:
-                    waiting = False  # a push may have used up the wake-up asked for
                 failures = 0
                 self._control.outage.recovered(began)
-                if not waiting and self._flight.idle(backlog):
+                if self._flight.must_ask_for_wake_up(backlog, popped):
                     s = self.settings
                     await self.client._run(calls.wait_for_push(s.id, s.topics))
-                    waiting = True
+                    self._wake.clear()  # an earlier wake-up must not cut the wait short
                     await self._sleep(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
@@ -138,7 +135,7 @@ class AsyncWorker:
             if self._flight.popped(backlog):
                 continue
             await self._sleep(self._pacer.next_wait())
-            waiting = False
+            self._flight.slept()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``."""

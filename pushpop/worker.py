@@ -68,6 +68,9 @@ class Worker:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._completions: queue.SimpleQueue[tuple[Job, str] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._completer = threading.Thread(
+            target=self._send_completions, name="pushpop-completer", daemon=True
+        )
         self._control = Control(self.settings, client.conninfo, self._wake.set)
 
     @property
@@ -112,29 +115,26 @@ class Worker:
             (f"pushpop-handler-{i}", self._handle_jobs) for i in range(s.concurrency)
         ]
         targets.append(("pushpop-lease-keeper", self._keep_leases))
-        targets.append(("pushpop-completer", self._send_completions))
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._completer.start()
         self._control.start()
 
     def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
-        waiting = False  # asked for a wake-up since the last sleep
         while not self._stopping.is_set():
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
             try:
                 backlog, popped = self._fetch(topics)
-                if popped:
-                    waiting = False  # a push may have used up the wake-up asked for
                 failures = 0
                 self._control.outage.recovered(began)
-                if not waiting and self._flight.idle(backlog):
+                if self._flight.must_ask_for_wake_up(backlog, popped):
                     self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
-                    waiting = True
+                    self._wake.clear()  # an earlier wake-up must not cut the wait short
                     self._wake.wait(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
@@ -144,7 +144,7 @@ class Worker:
             if self._flight.popped(backlog):
                 continue
             self._wake.wait(self._pacer.next_wait())
-            waiting = False
+            self._flight.slept()
 
     def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
         """Pops into the free handler slots, taking the topics in turn. Returns whether a topic
@@ -168,9 +168,7 @@ class Worker:
                 self._flight.changed.wait(left)
         # Send what finished first, so none of it is released (and delivered again).
         self._completions.put(None)
-        for thread in self._threads:
-            if thread.name == "pushpop-completer":
-                thread.join()
+        self._completer.join()
         for job in self._flight.release_all():
             self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
         log.info("worker %s stopped", self.settings.id)

@@ -161,6 +161,7 @@ class Flight:
         self.changed = threading.Condition()
         self.jobs: dict[Any, Job] = {}
         self.backlog = False
+        self.waiting = False  # the popper asked for a wake-up since it last slept or found work
 
     def free(self) -> int:
         """How many more messages the handlers can take now."""
@@ -192,10 +193,20 @@ class Flight:
             self.backlog = backlog
             return backlog and len(self.jobs) < self.settings.concurrency
 
-    def idle(self, backlog: bool) -> bool:
-        """Whether the last pops left slots free and the queue empty: the popper will sleep, so
-        it asks for a wake-up first (``pushpop.wait_for_push``) and pops once more."""
-        return not backlog and self.free() > 0
+    def must_ask_for_wake_up(self, backlog: bool, popped: int) -> bool:
+        """After a round of pops: True if the popper is about to sleep with slots free and the
+        queue empty, and has no wake-up asked for (``pushpop.wait_for_push``); it then asks,
+        and pops once more. Popping anything may have used up an earlier request."""
+        if popped:
+            self.waiting = False
+        if self.waiting or backlog or self.free() <= 0:
+            return False
+        self.waiting = True
+        return True
+
+    def slept(self) -> None:
+        """The popper slept: whatever woke it, it asks for a wake-up again before it next sleeps."""
+        self.waiting = False
 
     def is_released(self, job: Job) -> bool:
         """Whether shutdown gave this job's message back already."""
