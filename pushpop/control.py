@@ -3,8 +3,9 @@
 It keeps one connection of its own (application_name ``pushpop-worker-control``) that
 LISTENs on channel ``pushpop``, heartbeats in ``pushpop.workers``, and tries for the advisory
 lock that lets exactly one worker across all hosts run requeue_expired, cleanup and
-prune_workers. If the database goes away it reconnects with capped backoff, re-LISTENs and
-asks its worker to poll once. Sync and async workers both use it: it needs no event loop.
+prune_workers. If the database goes away it reconnects with capped backoff (cut short as soon
+as another of the worker's calls gets through), re-LISTENs and asks its worker to poll once.
+Sync and async workers both use it: it needs no event loop.
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ class Control:
     def stop(self, timeout: float = 5.0) -> None:
         """Unregisters the worker, gives up leadership and ends the thread."""
         self._done.set()
+        self.outage.back.set()  # ends a reconnection pause
         self._thread.join(timeout)
 
     def _run(self) -> None:
         s = self.settings
-        pause = 0.1
+        pause, hurried = 0.1, False
         while not self._done.is_set():
+            self.outage.back.clear()  # set from now on: the database came back during this try
             began = time.monotonic()
             try:
                 with psycopg.connect(
@@ -61,7 +64,7 @@ class Control:
                     conn.execute(calls.LISTEN)
                     self._heartbeat(conn)
                     self.outage.recovered(began)
-                    pause = 0.1
+                    pause, hurried = 0.1, False
                     self.wake()  # poll once for whatever was pushed while we were away
                     self._loop(conn)
                     _execute(conn, calls.worker_stopped(s.id))
@@ -69,8 +72,17 @@ class Control:
                 self.is_leader = False
                 self.outage.failed(redact(str(exc), self.conninfo))
                 log.debug("control connection lost; next try in %.1f s", pause)
-                self._done.wait(pause)
+                hurried = self._pause(pause, hurried)
                 pause = min(pause * 2, RECONNECT_CAP)
+
+    def _pause(self, seconds: float, hurried: bool) -> bool:
+        """Waits before the next connection try; True if cut short because the worker's other
+        calls get through again (LISTEN then comes back at once, not after the backoff). A try
+        made early that failed too waits its pause out, so the backoff still holds."""
+        if hurried:
+            self._done.wait(seconds)
+            return False
+        return self.outage.back.wait(seconds) and not self._done.is_set()
 
     def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
         s = self.settings

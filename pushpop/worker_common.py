@@ -265,12 +265,14 @@ class Outage:
     The control connection, the popper and the lease keeper all report here, with the time
     their call began, so an outage is logged once however many of them run into it, and a call
     that began before the latest change (a reply already on its way, a wait that began while
-    the database was away) changes nothing. Thread-safe.
+    the database was away) changes nothing. ``back`` is set when the database comes back, so a
+    reconnection waiting out its backoff can try at once. Thread-safe.
     """
 
     def __init__(self, worker_id: uuid.UUID) -> None:
         self.worker_id = worker_id
         self.down = False
+        self.back = threading.Event()
         self._since = time.monotonic()
         self._lock = threading.Lock()
 
@@ -291,6 +293,7 @@ class Outage:
             if not self.down or began <= self._since:
                 return
             self.down, self._since = False, time.monotonic()
+        self.back.set()
         log.warning("database is back; worker %s resumes", self.worker_id)
 
 

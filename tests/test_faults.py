@@ -87,6 +87,11 @@ def live_workers(dsn: str) -> int:
     return int(query(dsn, "SELECT count(*) FROM pushpop.workers()")[0][0])
 
 
+def control_connections(dsn: str) -> int:
+    return int(query(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                     [CONTROL_APP])[0][0])  # fmt: skip
+
+
 def restarts_under_load(
     dsn: str, db: Cluster, journal: Journal, workers: list[Proc], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,6 +137,9 @@ def restarts_under_load(
         db.start()
         outages.append((down, time.time()))
         wait_for_resumption(outages[-1][1])
+        # LISTEN is back as soon as the pops get through, not after the control's backoff.
+        wait_for(lambda: control_connections(dsn) == 2, timeout=PICKUP_WITHIN,
+                 what="both workers LISTENing again")  # fmt: skip
         more_pushes()
     producers.stop()
 
