@@ -18,11 +18,7 @@ CREATE TABLE pushpop.messages (
     dedup_key text,
     error text,
     payload bytea NOT NULL,
-    CONSTRAINT messages_check CHECK (((state = 'pending'::text) = (lease IS NOT NULL))),
-    CONSTRAINT messages_max_attempts_check CHECK ((max_attempts >= 1)),
-    CONSTRAINT messages_pkey PRIMARY KEY (id),
-    CONSTRAINT messages_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text, 'completed'::text, 'discarded'::text]))),
-    CONSTRAINT messages_topic_check CHECK (((length(topic) >= 1) AND (length(topic) <= 255)))
+    CONSTRAINT messages_pkey PRIMARY KEY (id)
 );
 
 CREATE TABLE pushpop.schema_migrations (
@@ -697,7 +693,7 @@ COMMENT ON FUNCTION pushpop.workers(stale_after interval) IS 'The live workers: 
 
 COMMENT ON PROCEDURE pushpop.record_migration(IN version integer, IN name text) IS 'Called first by each migration file: takes the migration lock, fails if this version is already applied, and records it.';
 
-COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions.';
+COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease is set exactly while the message is pending; topic has 1 to 255 characters; max_attempts is at least 1.';
 
 COMMENT ON TABLE pushpop.settings IS 'This database''s pushpop settings, one row. Private: use pushpop.set_max_payload_bytes().';
 
@@ -716,3 +712,5 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 -- migration 3: security
 
 -- migration 4: performance
+
+-- migration 5: lighter_writes

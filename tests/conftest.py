@@ -217,11 +217,27 @@ def empty_databases(pg_server: _Server) -> Iterator[_Databases]:
     databases.close()
 
 
+# The rules pushpop's functions keep in the queue table (sql/0005 explains why they are not
+# CHECK constraints): rows that break one.
+BROKEN_RULES = """
+SELECT id, state, lease, topic, max_attempts FROM pushpop.messages
+WHERE state NOT IN ('scheduled', 'ready', 'pending', 'completed', 'discarded')
+   OR (state = 'pending') <> (lease IS NOT NULL)
+   OR length(topic) NOT BETWEEN 1 AND 255
+   OR max_attempts < 1
+LIMIT 5
+"""
+
+
 @pytest.fixture
 def dsn(migrated_databases: _Databases) -> Iterator[str]:
-    """Conninfo of this test's own database, with every migration applied."""
+    """Conninfo of this test's own database, with every migration applied. Afterwards, every
+    message left there must keep the queue table's rules, whatever the test called."""
     with migrated_databases.database() as conninfo:
         yield conninfo
+        with psycopg.connect(conninfo, autocommit=True) as check:
+            broken = check.execute(BROKEN_RULES).fetchall()
+        assert not broken, f"messages breaking the queue table's rules: {broken}"
 
 
 @pytest.fixture
