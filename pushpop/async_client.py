@@ -153,8 +153,11 @@ class AsyncClient:
             if conn is not None:
                 rows = await (await conn.execute(call.sql, call.params)).fetchall()
             else:
-                async with self._pool.connection() as pooled:
+                pooled = await self._pool.getconn()  # as in Client._run
+                try:
                     rows = await (await pooled.execute(call.sql, call.params)).fetchall()
+                finally:
+                    await self._pool.putconn(pooled)
         except psycopg_pool.PoolTimeout as exc:
             # The explanation makes one blocking connection attempt: keep it off the loop.
             raise await asyncio.to_thread(unavailable, self.conninfo, exc) from exc
