@@ -40,13 +40,23 @@ def _rows(rows: Rows) -> Rows:
     return rows
 
 
+# pushpop.push's defaults (sql/0004) for the arguments a plain push leaves out.
+PUSH_DEFAULTS = {"priority": 0, "dedup_key": None, "max_attempts": 25}
+
+
 def push(msg: MessageBase, delay: checks.Duration) -> Call[UUID]:
     """Enqueue one built message (``pushpop.push``)."""
-    params = {
-        "topic": msg.topic, "payload": msg.payload, "delay": checks.duration(delay, "delay"),
-        "priority": msg.priority, "id": msg.id, "dedup_key": msg.dedup_key,
-        "max_attempts": msg.max_attempts,
-    }  # fmt: skip
+    wait = checks.duration(delay, "delay")
+    rest = {"priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts}
+    if not wait and rest == PUSH_DEFAULTS:
+        # The usual push leaves the defaults to the server: four parameters fewer to adapt
+        # and send are about a tenth of the client's work for a push.
+        return Call(
+            "SELECT pushpop.push(%(topic)s, %(payload)s, id => %(id)s::uuid)",
+            {"topic": msg.topic, "payload": msg.payload, "id": msg.id},
+            _scalar,
+        )
+    params = {"topic": msg.topic, "payload": msg.payload, "delay": wait, "id": msg.id, **rest}
     return Call(
         "SELECT pushpop.push(%(topic)s, %(payload)s, %(delay)s::interval, %(priority)s::integer,"
         " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)",

@@ -78,6 +78,23 @@ def test_new_message_is_sent_only_by_push(client: pushpop.Client) -> None:
     assert found(client, message.id).state == "ready"
 
 
+def test_a_push_leaving_every_option_at_its_default_stores_the_client_defaults(
+    client: pushpop.Client,
+) -> None:
+    # A plain push leaves these to the SQL function's defaults, a delayed one sends them all:
+    # either way the message stored holds the defaults new_message() shows.
+    built = client.new_message("t", b"x")
+    plain = client.push("t", b"x")
+    spelled = client.push("t", b"x", priority=0, max_attempts=25, dedup_key=None)
+    delayed = client.push("t", b"x", delay=0.001)
+    for stored in (found(client, id) for id in (plain, spelled, delayed)):
+        assert (stored.priority, stored.max_attempts, stored.dedup_key) == (
+            built.priority, built.max_attempts, built.dedup_key
+        )  # fmt: skip
+        assert (stored.attempts, stored.payload) == (0, b"x")
+    assert found(client, plain).state == "ready"
+
+
 def test_push_with_delay_is_popped_only_once_due(client: pushpop.Client) -> None:
     start = time.monotonic()
     id = client.push("t", b"x", delay=0.3)
