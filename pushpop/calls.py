@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID, uuid4
 
@@ -87,16 +88,24 @@ def push_many(
     )
 
 
+# pushpop.pop's default lease_for (sql/0004).
+POP_LEASE_DEFAULT = timedelta(minutes=5)
+
+
 def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
     """Lease up to n ready messages (``pushpop.pop``); rows of ``message.COLUMNS``."""
-    params = {
-        "topic": checks.topic(topic),
-        "lease": checks.duration(lease, "lease", positive=True),
-        "n": checks.integer(n, "n", low=1),
-    }
+    params = {"topic": checks.topic(topic), "n": checks.integer(n, "n", low=1)}
+    wanted = checks.duration(lease, "lease", positive=True)
+    if wanted == POP_LEASE_DEFAULT:
+        # As in push: the default is left to the server (an interval is the dearest to send).
+        return Call(
+            "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, max_messages => %(n)s::integer)",
+            params,
+            _rows,
+        )
     return Call(
         "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, %(lease)s::interval, %(n)s::integer)",
-        params,
+        {**params, "lease": wanted},
         _rows,
     )
 

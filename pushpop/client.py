@@ -22,7 +22,7 @@ from .message import MessageBase, TopicStats, WorkerInfo
 from .worker_common import RECONNECT_CAP, STALE_AFTER
 
 T = TypeVar("T")
-DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_LEASE = calls.POP_LEASE_DEFAULT
 DEFAULT_GRACE = timedelta(days=1)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -93,6 +93,18 @@ def test_a_push_leaving_every_option_at_its_default_stores_the_client_defaults(
         )  # fmt: skip
         assert (stored.attempts, stored.payload) == (0, b"x")
     assert found(client, plain).state == "ready"
+
+
+def test_a_pop_without_a_lease_leases_for_the_default_five_minutes(client: pushpop.Client) -> None:
+    # The default lease is left to the SQL function's default; another one is sent.
+    for lease, expected in ((None, 300), (60, 60), (timedelta(minutes=5), 300)):
+        client.push("t", b"x")
+        before = datetime.now(UTC)
+        msg = client.pop("t") if lease is None else client.pop("t", lease=lease)
+        assert msg is not None
+        assert msg.state_time is not None
+        leased_for = (msg.state_time - before).total_seconds()
+        assert expected - 5 < leased_for <= expected + 1, (lease, leased_for)
 
 
 def test_push_with_delay_is_popped_only_once_due(client: pushpop.Client) -> None:
