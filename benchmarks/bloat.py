@@ -25,8 +25,8 @@ from .figures import TIMES, Figure, Metric, Values
 from .runner import Op, throughput
 
 CLEANUP_EVERY = 1.0
-GRACES = {"": timedelta(days=1), "_short": timedelta(minutes=1)}
-"""Metric key suffix -> cleanup grace of that phase."""
+GRACES = {"": (timedelta(days=1), "1 day"), "_short": (timedelta(minutes=1), "1 minute")}
+"""Metric key suffix -> the cleanup grace of that phase, and how the table names it."""
 FRESH = "public.bloat_fresh"
 """The compact copy, made and dropped after the run."""
 _FRESH = sql.Identifier("public", "bloat_fresh")
@@ -128,7 +128,7 @@ def _phase(env: Env, grace: timedelta) -> tuple[int, int, int]:
 
 def _pushpop(env: Env) -> Values:
     values: Values = {}
-    for suffix, grace in GRACES.items():
+    for suffix, (grace, _) in GRACES.items():
         after, fresh, vacuumed = _phase(env, grace)
         values |= {
             f"bloat_ratio{suffix}": after / fresh,
@@ -147,7 +147,7 @@ def figures(s: Settings) -> list[Figure]:
             "bloat",
             tuple(
                 metric
-                for suffix, grace in (("", "1 day"), ("_short", "1 minute"))
+                for suffix, (_, grace) in GRACES.items()
                 for metric in (
                     Metric(
                         f"bloat_ratio{suffix}",

@@ -88,7 +88,7 @@ def push_many(
     )
 
 
-# pushpop.pop's default lease_for (sql/0004).
+# pushpop.pop's default lease_for (sql/0004), and so the clients', workers' and CLI's default.
 POP_LEASE_DEFAULT = timedelta(minutes=5)
 
 

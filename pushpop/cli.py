@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import __version__, logs, migrations
 from .async_client import AsyncClient
-from .client import Client, Message, resolve_dsn
+from .client import DEFAULT_LEASE, Client, Message, resolve_dsn
 from .errors import Error
 from .message import TopicStats
 from .retry import Retry
@@ -219,9 +219,7 @@ def push(args: argparse.Namespace) -> int:
 def pop_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pop``."""
     parser.add_argument("topic")
-    parser.add_argument(
-        "--lease", type=positive_duration, default=timedelta(minutes=5), help="default 5m"
-    )
+    parser.add_argument("--lease", type=positive_duration, default=DEFAULT_LEASE, help="default 5m")
     parser.add_argument("--complete", action="store_true", help="complete it right away")
     parser.add_argument("--json", action="store_true", help="print JSON (null when none)")
 
@@ -328,7 +326,7 @@ def worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("handler", help="the handler to run, as module:function")
     parser.add_argument("--topic", action="append", required=True, help="repeat for more topics")
     parser.add_argument("--concurrency", type=int, default=4, help="handlers at once (default 4)")
-    parser.add_argument("--lease", type=positive_duration, default=timedelta(minutes=5))
+    parser.add_argument("--lease", type=positive_duration, default=DEFAULT_LEASE)
     parser.add_argument("--poll-interval", type=positive_duration, default=timedelta(seconds=1))
     parser.add_argument("--shutdown-timeout", type=duration, default=timedelta(seconds=30))
     parser.add_argument("--retry-base", type=positive_duration, default=timedelta(seconds=1))

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import checks
+from .calls import POP_LEASE_DEFAULT
 from .errors import Error, InvalidArgument, InvalidType, Unavailable
 from .message import MessageBase
 from .retry import COMPLETE, Retry, failed_acknowledgement
@@ -39,7 +40,7 @@ class WorkerSettings:
 
     topics: tuple[str, ...]
     concurrency: int = 4
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = POP_LEASE_DEFAULT
     poll_interval: float = 1.0
     shutdown_timeout: float = 30.0
     retry: Retry = field(default_factory=Retry)
