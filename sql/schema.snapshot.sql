@@ -18,6 +18,7 @@ CREATE TABLE pushpop.messages (
     dedup_key text,
     error text,
     payload bytea NOT NULL,
+    lease_until timestamp with time zone,
     CONSTRAINT messages_pkey PRIMARY KEY (id)
 );
 
@@ -60,7 +61,7 @@ CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup
 
 CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
 
-CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
+CREATE INDEX messages_pending ON pushpop.messages USING btree (lease) WHERE (state = 'pending'::text);
 
 CREATE UNIQUE INDEX messages_pkey ON pushpop.messages USING btree (id);
 
@@ -206,7 +207,7 @@ BEGIN
         PERFORM pushpop.require(false, 'lease_for must be positive');
     END IF;
     UPDATE pushpop.messages AS m
-    SET state_time = now() + extend.lease_for
+    SET lease_until = now() + extend.lease_for
     WHERE m.id = extend.id AND m.lease = extend.lease;
     RETURN FOUND;
 END $function$;
@@ -219,7 +220,8 @@ CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
 AS $function$
     SELECT m.id, m.topic,
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, m.lease,
+           CASE m.state WHEN 'pending' THEN m.lease_until ELSE m.state_time END,
+           m.payload, m.priority, m.attempts, m.max_attempts, m.lease,
            m.created_at, m.error, m.dedup_key
     FROM pushpop.messages AS m WHERE m.id = find.id
 $function$;
@@ -263,17 +265,18 @@ BEGIN
         FROM due WHERE m.id = due.id;
     END IF;
 
+    -- A pending message's state_time is shown as its lease deadline.
     IF pop.max_messages = 1 THEN
         RETURN QUERY
         UPDATE pushpop.messages AS m
-        SET state = 'pending', state_time = now() + pop.lease_for,
+        SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
-        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+        RETURNING m.id, m.topic, m.state, m.lease_until, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key;
         RETURN;
     END IF;
@@ -286,13 +289,13 @@ BEGIN
     RETURN QUERY
     WITH taken AS (
         UPDATE pushpop.messages AS m
-        SET state = 'pending', state_time = now() + pop.lease_for,
+        SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = ANY (picked)
-        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+        RETURNING m.id, m.topic, m.state, m.lease_until, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key
     )
-    SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
+    SELECT t.id, t.topic, t.state, t.lease_until, t.payload, t.priority, t.attempts,
            t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key
     FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
     ORDER BY p.n;
@@ -475,7 +478,7 @@ DECLARE
 BEGIN
     WITH expired AS MATERIALIZED (
         SELECT p.id FROM pushpop.messages AS p
-        WHERE p.state = 'pending' AND p.state_time < now()
+        WHERE p.state = 'pending' AND p.lease_until < now()
         FOR UPDATE SKIP LOCKED
     ), moved_rows AS (
         UPDATE pushpop.messages AS m
@@ -645,6 +648,8 @@ $function$;
 
 -- Comments
 
+COMMENT ON COLUMN pushpop.messages.lease_until IS 'When the latest lease runs out; requeue_expired looks at it while the message is pending.';
+
 COMMENT ON FUNCTION pushpop.cleanup(grace interval, max_rows integer) IS 'Deletes completed and discarded messages that finished more than grace ago, oldest first, at most max_rows (NULL: all). Call it repeatedly with a max_rows such as 10000, each call its own transaction, to keep locks short. Returns how many it deleted.';
 
 COMMENT ON FUNCTION pushpop.complete(id uuid, lease uuid) IS 'Marks a pending message completed. Fenced: false, and nothing changes, unless the message is pending under this lease.';
@@ -693,7 +698,7 @@ COMMENT ON FUNCTION pushpop.workers(stale_after interval) IS 'The live workers: 
 
 COMMENT ON PROCEDURE pushpop.record_migration(IN version integer, IN name text) IS 'Called first by each migration file: takes the migration lock, fails if this version is already applied, and records it.';
 
-COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease is set exactly while the message is pending; topic has 1 to 255 characters; max_attempts is at least 1.';
+COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease and lease_until are set while the message is pending, and lease only then; topic has 1 to 255 characters; max_attempts is at least 1. state_time is when the message was pushed, retried or finished, when it is due if scheduled, and when it was popped if pending.';
 
 COMMENT ON TABLE pushpop.settings IS 'This database''s pushpop settings, one row. Private: use pushpop.set_max_payload_bytes().';
 
@@ -714,3 +719,5 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 -- migration 4: performance
 
 -- migration 5: lighter_writes
+
+-- migration 6: hot_extend

@@ -223,6 +223,7 @@ BROKEN_RULES = """
 SELECT id, state, lease, topic, max_attempts FROM pushpop.messages
 WHERE state NOT IN ('scheduled', 'ready', 'pending', 'completed', 'discarded')
    OR (state = 'pending') <> (lease IS NOT NULL)
+   OR (state = 'pending' AND lease_until IS NULL)
    OR length(topic) NOT BETWEEN 1 AND 255
    OR max_attempts < 1
 LIMIT 5

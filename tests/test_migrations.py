@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from schema_snapshot import SNAPSHOT, snapshot
 
 from pushpop import MigrationError, migrations
+
+if TYPE_CHECKING:
+    from typing import LiteralString
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -151,6 +154,30 @@ def test_migration_files_numbered_with_a_gap_are_refused(
     monkeypatch.setattr(migrations, "sql_dir", lambda: tmp_path)
     with pytest.raises(MigrationError, match="without gaps"):
         migrations.available()
+
+
+def test_upgrading_to_0006_keeps_the_lease_deadlines_of_messages_in_flight(
+    empty_dsn: str,
+) -> None:
+    for migration in migrations.available():
+        if migration.version < 6:
+            assert apply_like_psql(empty_dsn, migration.path)[0] == 0
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+
+        def one(query: LiteralString, param: object) -> tuple[Any, ...]:
+            row = conn.execute(query, [param]).fetchone()
+            assert row is not None
+            return row
+
+        for _ in range(2):
+            conn.execute("SELECT pushpop.push('t', 'x')")
+        pop = "SELECT id, state_time FROM pushpop.pop('t', %s::interval)"
+        held, lapsed = one(pop, "1 hour"), one(pop, "1 microsecond")
+        migrations.migrate(empty_dsn)
+        found = "SELECT state, state_time FROM pushpop.find(%s)"
+        assert one(found, held[0]) == ("pending", held[1])
+        assert conn.execute("SELECT pushpop.requeue_expired()").fetchone() == (1,)
+        assert one(found, lapsed[0])[0] == "ready"
 
 
 def test_schema_matches_the_committed_snapshot(dsn: str) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import psycopg
+from backdating import backdate
 from psycopg.rows import dict_row
 
 if TYPE_CHECKING:
@@ -71,13 +72,6 @@ def count(conn: Conn) -> int:
     """How many messages the table holds, in any state."""
     result: int = scalar(conn, "SELECT count(*) FROM pushpop.messages")
     return result
-
-
-def backdate(conn: Conn, id: UUID, by: str = "1 second") -> None:
-    """Moves a message's state_time into the past: a delay is over, a lease lapsed."""
-    conn.execute(
-        "UPDATE pushpop.messages SET state_time = now() - %s::interval WHERE id = %s", [by, id]
-    )
 
 
 # push
@@ -350,6 +344,38 @@ def test_extend_moves_the_lease_deadline(conn: Conn) -> None:
     assert scalar(conn, named, [id, uuid4()]) is False
     assert scalar(conn, named, [uuid4(), lease]) is False
     assert get(conn, id)["state_time"] == deadline
+
+
+def updates(conn: Conn, table: str) -> tuple[int, int]:
+    """Rows this transaction has updated in the table so far, and how many of those were HOT
+    (written on the same page without new index entries, so pruning reclaims them)."""
+    row = conn.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
+        [table],
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def test_extending_a_lease_is_a_hot_update(conn: Conn) -> None:
+    id = push(conn)
+    lease = pop_one(conn)["lease"]
+    with conn.transaction():
+        before = updates(conn, "pushpop.messages")
+        for hours in (1, 2, 3):
+            assert scalar(conn, "SELECT pushpop.extend(%s, %s, %s::interval)",
+                          [id, lease, timedelta(hours=hours)]) is True  # fmt: skip
+        assert updates(conn, "pushpop.messages") == (before[0] + 3, before[1] + 3)
+
+
+def test_a_worker_heartbeat_is_a_hot_update(conn: Conn) -> None:
+    worker = uuid4()
+    beat = "SELECT pushpop.worker_heartbeat(%s, 'host', 1, '{t}', 1)"
+    conn.execute(beat, [worker])
+    with conn.transaction():
+        before = updates(conn, "pushpop.workers")
+        for _ in range(3):
+            conn.execute(beat, [worker])
+        assert updates(conn, "pushpop.workers") == (before[0] + 3, before[1] + 3)
 
 
 def test_an_old_lease_cannot_settle_a_message_requeued_and_popped_again(conn: Conn) -> None:

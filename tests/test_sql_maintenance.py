@@ -11,6 +11,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from backdating import backdate
 from psycopg import errors as pg_errors
 
 if TYPE_CHECKING:
@@ -51,13 +52,6 @@ def state(conn: Conn, id: UUID) -> tuple[str, str | None]:
     return row[0], row[1]
 
 
-def backdate(conn: Conn, id: UUID, by: str = "1 second") -> None:
-    """Moves a message's state_time into the past: its lease lapsed, or it finished long ago."""
-    conn.execute(
-        "UPDATE pushpop.messages SET state_time = now() - %s::interval WHERE id = %s", [by, id]
-    )
-
-
 SETTLE: dict[str, LiteralString] = {
     "complete": "SELECT pushpop.complete(%s, %s)",
     "discard": "SELECT pushpop.discard(%s, %s)",
@@ -90,6 +84,17 @@ def test_requeue_expired_returns_lapsed_leases_to_ready_with_an_error(conn: Conn
     assert state(conn, live) == ("pending", None)
     assert pop(conn)[0] == lapsed[0]
     assert scalar(conn, "SELECT pushpop.requeue_expired()") == 0
+
+
+def test_requeue_expired_leaves_a_lease_extended_before_it_lapsed(conn: Conn) -> None:
+    id = push(conn)
+    _, lease = pop(conn)
+    backdate(conn, id)  # the lease has lapsed...
+    assert scalar(conn, "SELECT pushpop.extend(%s, %s, '1 minute')", [id, lease]) is True
+    assert scalar(conn, "SELECT pushpop.requeue_expired()") == 0  # ...but not any more
+    assert state(conn, id) == ("pending", None)
+    backdate(conn, id)
+    assert scalar(conn, "SELECT pushpop.requeue_expired()") == 1
 
 
 def test_requeue_expired_discards_a_message_out_of_attempts(conn: Conn) -> None:
