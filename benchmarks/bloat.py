@@ -1,10 +1,10 @@
 """Storage growth: the queue table after a sustained run, against a fresh copy of its live rows.
 
-Producers push only as fast as consumers complete, and cleanup runs every second, as a worker's
-maintenance would: once with the workers' default grace (a day: the whole run's history stays),
-once with a grace of a minute (the live content stays about a minute's worth). What the table
-gains over a freshly written copy of its rows is space dead rows filled before (auto)vacuum made
-it reusable.
+Producers push only as fast as consumers complete, and maintenance runs as a worker's leader
+does it (requeue_expired every 5 s; cleanup every second here, every minute by default): once
+with the workers' default grace (a day: the whole run's history stays), once with a grace of a
+minute (the live content stays about a minute's worth). What the table gains over a freshly
+written copy of its rows is space dead rows filled before (auto)vacuum made it reusable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from pushpop import Client
+from pushpop.worker_common import WorkerSettings
 
 from . import client_ops, data
 from .env import Env, Settings
@@ -25,6 +26,7 @@ from .figures import TIMES, Figure, Metric, Values
 from .runner import Op, throughput
 
 CLEANUP_EVERY = 1.0
+REQUEUE_EVERY = WorkerSettings.requeue_interval
 GRACES = {"": (timedelta(days=1), "1 day"), "_short": (timedelta(minutes=1), "1 minute")}
 """Metric key suffix -> the cleanup grace of that phase, and how the table names it."""
 FRESH = "public.bloat_fresh"
@@ -38,18 +40,23 @@ def _setup(env: Env) -> None:
     data.settle(env)
 
 
-class Cleaner:
-    """Called every few milliseconds by the run; runs ``cleanup(grace)`` once a second."""
+class Maintenance:
+    """Called every few milliseconds by the run; does what a worker's maintenance leader does:
+    ``requeue_expired()`` every few seconds, and ``cleanup(grace)`` (here every second)."""
 
     def __init__(self, client: Client, grace: timedelta) -> None:
         self._client = client
         self._grace = grace
-        self._next = 0.0
+        self._next_cleanup = self._next_requeue = 0.0
 
     def __call__(self, _handled: int) -> None:
-        if (now := time.monotonic()) >= self._next:
+        now = time.monotonic()
+        if now >= self._next_requeue:
+            self._client.requeue_expired()
+            self._next_requeue = now + REQUEUE_EVERY
+        if now >= self._next_cleanup:
             self._client.cleanup(grace=self._grace)
-            self._next = now + CLEANUP_EVERY
+            self._next_cleanup = now + CLEANUP_EVERY
 
 
 def _balanced(client: Client, env: Env) -> list[Op]:
@@ -121,7 +128,7 @@ def _phase(env: Env, grace: timedelta) -> tuple[int, int, int]:
     with env.connect() as conn:
         vacuumed = autovacuums(conn)
         with Client(env.conninfo, min_size=pool, max_size=pool) as client:
-            throughput(_balanced(client, env), 0.0, s.bloat_seconds, Cleaner(client, grace))
+            throughput(_balanced(client, env), 0.0, s.bloat_seconds, Maintenance(client, grace))
         vacuumed = autovacuums(conn) - vacuumed
         return _size(conn, "pushpop.messages"), fresh_size(conn), vacuumed
 
@@ -165,9 +172,10 @@ def figures(s: Settings) -> list[Figure]:
             rounds=1,
             note=f"one round; pushpop only: {s.threads} consumers (pop + complete) flat out and "
             f"{s.threads} producers pushing one message per completion, {s.shallow:,} kept "
-            "ready, cleanup every second (grace 1 day, the workers' default, then 1 minute, each "
-            "from a fresh table), no VACUUM but autovacuum as the server "
-            "has it (its naptime is 1 min by default); the fresh copy holds the same rows with the "
-            f"same definition, written by VACUUM FULL; target ≤ 2{TIMES}",
+            "ready, requeue_expired every 5 s and cleanup every second (grace 1 day, the "
+            "workers' default, then 1 minute, each from a fresh table), no VACUUM but "
+            "autovacuum as the server has it (its naptime is 1 min by default); the fresh copy "
+            "holds the same rows with the same definition, written by VACUUM FULL; "
+            f"target ≤ 2{TIMES}",
         ),
     ]
