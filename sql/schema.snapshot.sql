@@ -29,14 +29,6 @@ CREATE TABLE pushpop.schema_migrations (
     CONSTRAINT schema_migrations_pkey PRIMARY KEY (version)
 );
 
-CREATE TABLE pushpop.settings (
-    one_row boolean DEFAULT true NOT NULL,
-    max_payload_bytes integer DEFAULT 1048576 NOT NULL,
-    CONSTRAINT settings_max_payload_bytes_check CHECK (((max_payload_bytes >= 1) AND (max_payload_bytes <= 1073741824))),
-    CONSTRAINT settings_one_row_check CHECK (one_row),
-    CONSTRAINT settings_pkey PRIMARY KEY (one_row)
-);
-
 CREATE TABLE pushpop.waiting (
     topic text NOT NULL,
     consumer uuid NOT NULL,
@@ -70,8 +62,6 @@ CREATE INDEX messages_ready ON pushpop.messages USING btree (topic, priority DES
 CREATE INDEX messages_scheduled ON pushpop.messages USING btree (topic, state_time) WHERE (state = 'scheduled'::text);
 
 CREATE UNIQUE INDEX schema_migrations_pkey ON pushpop.schema_migrations USING btree (version);
-
-CREATE UNIQUE INDEX settings_pkey ON pushpop.settings USING btree (one_row);
 
 CREATE UNIQUE INDEX waiting_pkey ON pushpop.waiting USING btree (topic, consumer);
 
@@ -229,11 +219,9 @@ $function$;
 CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes()
  RETURNS integer
  LANGUAGE sql
- STABLE SECURITY DEFINER
+ IMMUTABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    SELECT s.max_payload_bytes FROM pushpop.settings AS s
-$function$;
+AS $function$SELECT 1048576$function$;
 
 CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '00:05:00'::interval, max_messages integer DEFAULT 1)
  RETURNS SETOF pushpop.message
@@ -343,9 +331,8 @@ CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interva
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    new_id    uuid := coalesce(push.id, gen_random_uuid());
-    got       uuid;
-    max_bytes integer;
+    new_id uuid := coalesce(push.id, gen_random_uuid());
+    got    uuid;
 BEGIN
     -- The helpers raise the error that names the bad argument; they run only when one is bad.
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
@@ -362,10 +349,9 @@ BEGIN
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
                                               octet_length(push.dedup_key)));
     END IF;
-    SELECT s.max_payload_bytes INTO max_bytes FROM pushpop.settings AS s;
-    IF octet_length(push.payload) > max_bytes THEN
+    IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
         RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
-            octet_length(push.payload), max_bytes
+            octet_length(push.payload), pushpop.max_payload_bytes()
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
@@ -405,8 +391,7 @@ CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    max_bytes integer;
-    too_big   record;
+    too_big record;
 BEGIN
     -- As in push: the helpers only run to name what is wrong.
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
@@ -423,14 +408,13 @@ BEGIN
         PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(false, 'priority must not be NULL');
     END IF;
-    SELECT s.max_payload_bytes INTO max_bytes FROM pushpop.settings AS s;
     SELECT p.n, octet_length(p.payload) AS bytes INTO too_big
     FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
-    WHERE octet_length(p.payload) > max_bytes
+    WHERE octet_length(p.payload) > pushpop.max_payload_bytes()
     ORDER BY p.n LIMIT 1;
     IF too_big.n IS NOT NULL THEN
         RAISE EXCEPTION 'pushpop: payload % of % is % bytes, more than the limit of % bytes',
-            too_big.n, cardinality(push_many.payloads), too_big.bytes, max_bytes
+            too_big.n, cardinality(push_many.payloads), too_big.bytes, pushpop.max_payload_bytes()
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
@@ -532,7 +516,12 @@ AS $function$
 BEGIN
     PERFORM pushpop.require(set_max_payload_bytes.max_bytes BETWEEN 1 AND 1073741824,
                             'max_bytes must be between 1 and 1073741824 (1 GiB)');
-    UPDATE pushpop.settings AS s SET max_payload_bytes = set_max_payload_bytes.max_bytes;
+    -- One change at a time: concurrent redefinitions of a function fail.
+    PERFORM pg_advisory_xact_lock(31654335925481329);
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes() RETURNS integer '
+        'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+        'SELECT ' || set_max_payload_bytes.max_bytes);
     RETURN set_max_payload_bytes.max_bytes;
 END $function$;
 
@@ -682,7 +671,7 @@ COMMENT ON FUNCTION pushpop.require(ok boolean, problem text) IS 'Raises invalid
 
 COMMENT ON FUNCTION pushpop.require_topic(topic text) IS 'Raises invalid_parameter_value (22023) unless topic is 1 to 255 characters.';
 
-COMMENT ON FUNCTION pushpop.set_max_payload_bytes(max_bytes integer) IS 'Sets the largest payload push and push_many accept in this database, in bytes (1 to 1 GiB), and returns it. Messages already queued are not affected.';
+COMMENT ON FUNCTION pushpop.set_max_payload_bytes(max_bytes integer) IS 'Sets the largest payload push and push_many accept in this database, in bytes (1 to 1 GiB), and returns it. Pushes check the new limit from their next transaction on. Messages already queued are not affected.';
 
 COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now.';
 
@@ -699,8 +688,6 @@ COMMENT ON FUNCTION pushpop.workers(stale_after interval) IS 'The live workers: 
 COMMENT ON PROCEDURE pushpop.record_migration(IN version integer, IN name text) IS 'Called first by each migration file: takes the migration lock, fails if this version is already applied, and records it.';
 
 COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease and lease_until are set while the message is pending, and lease only then; topic has 1 to 255 characters; max_attempts is at least 1. state_time is when the message was pushed, retried or finished, when it is due if scheduled, and when it was popped if pending.';
-
-COMMENT ON TABLE pushpop.settings IS 'This database''s pushpop settings, one row. Private: use pushpop.set_max_payload_bytes().';
 
 COMMENT ON TABLE pushpop.waiting IS 'Consumers waiting for a NOTIFY on channel pushpop, by topic. Private: use pushpop.wait_for_push().';
 
@@ -721,3 +708,5 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 -- migration 5: lighter_writes
 
 -- migration 6: hot_extend
+
+-- migration 7: constant_payload_limit

@@ -600,6 +600,26 @@ def test_the_limit_belongs_to_each_database(conn: Conn, empty_dsn: str) -> None:
     conn.execute("SELECT pushpop.push('t', %s)", [b"x" * 11])
 
 
+def test_a_new_limit_holds_at_once_for_sessions_that_pushed_before(dsn: str) -> None:
+    # The limit is folded into push's cached plans: changing it must reach them.
+    with psycopg.connect(dsn, autocommit=True) as pusher, psycopg.connect(dsn) as admin:
+        push = "SELECT pushpop.push('t', %s)"
+        push_many = "SELECT pushpop.push_many('t', %s)"
+        for _ in range(8):  # past psycopg's and plpgsql's switch to prepared, generic plans
+            pusher.execute(push, [b"x" * 11], prepare=True)
+            pusher.execute(push_many, [[b"x" * 11]], prepare=True)
+        for limit, refused in ((10, True), (11, False), (10, True)):
+            assert one(admin, "SELECT pushpop.set_max_payload_bytes(%s)", [limit]) == limit
+            admin.commit()
+            for query, param in ((push, b"x" * 11), (push_many, [b"x" * 11])):
+                if refused:
+                    with pytest.raises(pg_errors.ProgramLimitExceeded, match=f"limit of {limit}"):
+                        pusher.execute(query, [param], prepare=True)
+                else:
+                    pusher.execute(query, [param], prepare=True)
+            assert one(pusher, "SELECT pushpop.max_payload_bytes()") == limit
+
+
 @pytest.mark.parametrize("value", [0, -1, None, 2**30 + 1])
 def test_the_limit_must_be_between_one_byte_and_one_gibibyte(conn: Conn, value: Any) -> None:
     with pytest.raises(pg_errors.InvalidParameterValue, match="max_bytes must be between"):

@@ -180,6 +180,19 @@ def test_upgrading_to_0006_keeps_the_lease_deadlines_of_messages_in_flight(
         assert one(found, lapsed[0])[0] == "ready"
 
 
+def test_upgrading_to_0007_keeps_the_payload_limit(empty_dsn: str) -> None:
+    for migration in migrations.available():
+        if migration.version < 7:
+            assert apply_like_psql(empty_dsn, migration.path)[0] == 0
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pushpop.set_max_payload_bytes(1234)")
+        migrations.migrate(empty_dsn)
+        assert conn.execute("SELECT pushpop.max_payload_bytes()").fetchone() == (1234,)
+        conn.execute("SELECT pushpop.push('t', %s)", [b"x" * 1234])
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute("SELECT pushpop.push('t', %s)", [b"x" * 1235])
+
+
 def test_schema_matches_the_committed_snapshot(dsn: str) -> None:
     expected = SNAPSHOT.read_text(encoding="utf-8") if SNAPSHOT.exists() else ""
     actual = snapshot(dsn)

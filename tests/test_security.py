@@ -53,7 +53,6 @@ TABLES = {  # each table, and a column to name in UPDATE
     "messages": "topic",
     "workers": "host",
     "waiting": "topic",
-    "settings": "max_payload_bytes",
     "schema_migrations": "name",
 }
 
@@ -132,15 +131,24 @@ def routines(conn: Conn) -> list[tuple[str, str, bool, list[str] | None]]:
 # --- The catalog ----------------------------------------------------------------------------
 
 
-def test_every_routine_runs_as_its_owner_with_a_pinned_search_path(conn: Conn) -> None:
-    found = routines(conn)
+@pytest.fixture(params=["as migrated", "after set_max_payload_bytes"])
+def catalog(request: pytest.FixtureRequest, conn: Conn) -> Conn:
+    """The owner's connection to a migrated database, as migrated or after the payload limit
+    changed (set_max_payload_bytes redefines pushpop.max_payload_bytes)."""
+    if request.param != "as migrated":
+        assert one(conn, "SELECT pushpop.set_max_payload_bytes(10)") == 10
+    return conn
+
+
+def test_every_routine_runs_as_its_owner_with_a_pinned_search_path(catalog: Conn) -> None:
+    found = routines(catalog)
     assert len(found) >= len(ADMIN | INTERNAL)
     unpinned = [sig for _, sig, definer, config in found if not definer or config != PINNED]
     assert unpinned == [], "ALTER ROUTINE ... SECURITY DEFINER SET search_path, as 0003 does"
 
 
-def test_public_may_execute_no_routine(conn: Conn) -> None:
-    open_to_public = conn.execute(
+def test_public_may_execute_no_routine(catalog: Conn) -> None:
+    open_to_public = catalog.execute(
         "SELECT p.oid::regprocedure::text FROM pg_proc AS p"
         " WHERE p.pronamespace = 'pushpop'::regnamespace AND (p.proacl IS NULL"
         "   OR EXISTS (SELECT FROM aclexplode(p.proacl) AS a WHERE a.grantee = 0))"
@@ -148,11 +156,13 @@ def test_public_may_execute_no_routine(conn: Conn) -> None:
     assert open_to_public == [], "REVOKE ALL ON ALL ROUTINES IN SCHEMA pushpop FROM PUBLIC"
 
 
-def test_each_pushpop_role_may_execute_exactly_its_functions(conn: Conn) -> None:
-    for name, signature, _, _ in routines(conn):
+def test_each_pushpop_role_may_execute_exactly_its_functions(catalog: Conn) -> None:
+    for name, signature, _, _ in routines(catalog):
         assert name in ADMIN | INTERNAL, f"new routine {signature}: decide who may call it"
         for role, allowed in MAY_CALL.items():
-            may = one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", [role, signature])
+            may = one(
+                catalog, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", [role, signature]
+            )
             assert may == (name in allowed), f"{role} on {signature}"
 
 
@@ -282,13 +292,13 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
 
 
 def everything(owner: Conn) -> list[Any]:
-    """All the state a call could change: messages, workers, settings, migrations."""
+    """All the state a call could change: every table, and the payload limit."""
     return [
         owner.execute(
             sql.SQL("SELECT * FROM pushpop.{} ORDER BY 1").format(sql.Identifier(table))
         ).fetchall()
         for table in TABLES
-    ]
+    ] + [one(owner, "SELECT pushpop.max_payload_bytes()")]
 
 
 def allowed_calls(logins: Logins, dsn: str, kind: str, owner: Conn) -> set[str]:
