@@ -29,9 +29,18 @@ def median(row: Row, side: str) -> float | None:
 
 
 def ratio(row: Row, side: str, other: str = BASELINE) -> float | None:
-    """Median of side / median of other."""
-    a, b = median(row, side), median(row, other)
-    return a / b if a is not None and b else None
+    """The median, over the rounds, of side / other within each round.
+
+    Each round measures both sides back to back, so a round's ratio is untouched by the
+    machine getting slower or faster between rounds, which a ratio of medians is not.
+    """
+    a, b = row.values.get(side), row.values.get(other)
+    if not a or not b:
+        return None
+    if len(a) != len(b):
+        return statistics.median(a) / statistics.median(b) if statistics.median(b) else None
+    paired = [x / y for x, y in zip(a, b, strict=True) if y]
+    return statistics.median(paired) if paired else None
 
 
 def relative(rows: dict[str, Row], row: Row, side: str) -> float | None:
