@@ -20,7 +20,7 @@ from .env import Env, Settings, scratch_database, server_facts
 from .rounds import BASELINE, Side, measure
 
 QUICK = Settings(
-    rounds=3, duration=0.6, warmup=0.2, depth=50_000, samples=30, bloat_seconds=3, quick=True
+    rounds=3, duration=0.5, warmup=0.15, depth=30_000, samples=20, bloat_seconds=2, quick=True
 )
 DEFAULT = Settings()
 
