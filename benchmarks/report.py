@@ -52,6 +52,19 @@ def relative(rows: dict[str, Row], row: Row, side: str) -> float | None:
     return a / b if a is not None and b else None
 
 
+def beyond_baseline(rows: dict[str, Row], row: Row, side: str) -> float | None:
+    """A scaling figure's change on one side, over the baseline's change on the same tables.
+
+    Each is a ratio of paired rounds (pushpop / baseline, back to back), so unlike
+    :func:`relative` it is untouched by the machine's speed drifting between the two figures.
+    """
+    ref = rows.get(row.metric.relative_to or "")
+    if ref is None or side == BASELINE:
+        return None
+    a, b = ratio(row, side), ratio(ref, side)
+    return a / b if a is not None and b else None
+
+
 DECIMALS = {"ms": 1, TIMES: 2}
 """Digits after the point, by unit; whole numbers for the rest (msg/s, kB)."""
 
@@ -91,9 +104,18 @@ def table(rows: dict[str, Row], sides: list[str]) -> str:
     text = _align(lines)
     scaled = [row for row in rows.values() if relative(rows, row, sides[0]) is not None]
     if scaled:
-        text += ["", "scaling, each side against its own figure on a small table:"]
+        text += [
+            "",
+            "scaling, each side against its own figure on a small table; then pushpop's change"
+            " over the baseline's (paired rounds: drift between the figures cancels out):",
+        ]
         for row in scaled:
             parts = [f"{side} {relative(rows, row, side) or 0:.2f}x" for side in sides]
+            parts += [
+                f"{side} over baseline {beyond:.2f}x"
+                for side in sides
+                if (beyond := beyond_baseline(rows, row, side)) is not None
+            ]
             text.append(f"  {row.metric.label}: {', '.join(parts)}")
     notes = {row.figure.name: row.figure.note for row in rows.values() if row.figure.note}
     text += ["", *(f"{name}: {note}" for name, note in notes.items())]
@@ -154,6 +176,7 @@ def save(
                 "ratios": {side: ratio(row, side) for side in sides if side != BASELINE},
                 "relative_to": row.metric.relative_to,
                 "relative": {side: relative(rows, row, side) for side in sides},
+                "beyond_baseline": {side: beyond_baseline(rows, row, side) for side in sides},
             }
             for row in rows.values()
         ],
