@@ -1,16 +1,15 @@
--- pushpop 0006: extending a lease is a HOT update, and the pending index cleans itself.
+-- pushpop 0006: extending a lease is a HOT update.
 --
--- * A lease deadline now lives in a column of its own, lease_until, which no index covers.
---   extend changes nothing else, so PostgreSQL updates the row in place on its page (a HOT
---   update): no new index entries, and the old version is pruned without VACUUM. Before, the
---   deadline was state_time, which the ready, scheduled, pending and finished indexes all
---   cover, so every extend wrote an entry into the primary key and the pending index.
---   While a message is pending, state_time is when it was popped.
--- * The pending index is keyed by lease token instead of deadline. A lease is random, so new
---   entries land all over the index, on pages whose dead entries requeue_expired's scans
---   have marked, and PostgreSQL reuses that room at once; a deadline only grows, so every
---   new entry went to the end and emptied pages waited for VACUUM. requeue_expired now reads
---   every pending message (never more than those in flight) rather than only the lapsed ones.
+-- A lease deadline now lives in a column of its own, lease_until, which no index covers.
+-- extend changes nothing else, so PostgreSQL updates the row in place on its page (a HOT
+-- update): no new index entries, and the old version is pruned without VACUUM. Before, the
+-- deadline was state_time, which the ready, scheduled, pending and finished indexes all cover,
+-- so every extend wrote an entry into the primary key and the pending index. While a message
+-- is pending, state_time is when it was popped, which extend leaves alone; the pending index
+-- keeps that key, so a pop still appends its entry at the index's end (tried: keying it by the
+-- random lease token let the index reuse its dead entries' room between vacuums, but made
+-- every pop of a batch about a tenth dearer). requeue_expired now reads every pending message
+-- (never more than those in flight) rather than only the lapsed ones.
 
 BEGIN;
 
@@ -18,9 +17,6 @@ CALL pushpop.record_migration(6, 'hot_extend');
 
 ALTER TABLE pushpop.messages ADD COLUMN lease_until timestamptz;
 UPDATE pushpop.messages SET lease_until = state_time WHERE state = 'pending';
-
-DROP INDEX pushpop.messages_pending;
-CREATE INDEX messages_pending ON pushpop.messages (lease) WHERE state = 'pending';
 
 COMMENT ON COLUMN pushpop.messages.lease_until IS
     'When the latest lease runs out; requeue_expired looks at it while the message is pending.';

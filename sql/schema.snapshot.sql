@@ -53,7 +53,7 @@ CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup
 
 CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
 
-CREATE INDEX messages_pending ON pushpop.messages USING btree (lease) WHERE (state = 'pending'::text);
+CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
 
 CREATE UNIQUE INDEX messages_pkey ON pushpop.messages USING btree (id);
 
