@@ -12,17 +12,6 @@ BEGIN;
 
 CALL pushpop.record_migration(7, 'constant_payload_limit');
 
--- Keep the limit this database has now.
-DO $$
-BEGIN
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes() RETURNS integer '
-        'LANGUAGE sql IMMUTABLE AS %L',
-        'SELECT ' || (SELECT s.max_payload_bytes FROM pushpop.settings AS s));
-END $$;
-COMMENT ON FUNCTION pushpop.max_payload_bytes() IS
-    'The largest payload, in bytes, that push and push_many accept in this database (default 1048576).';
-
 CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 BEGIN
@@ -40,6 +29,12 @@ COMMENT ON FUNCTION pushpop.set_max_payload_bytes(integer) IS
     'Sets the largest payload push and push_many accept in this database, in bytes (1 to 1 GiB), '
     'and returns it. Pushes check the new limit from their next transaction on. '
     'Messages already queued are not affected.';
+
+-- Keep the limit this database has now.
+DO $$
+BEGIN
+    PERFORM pushpop.set_max_payload_bytes(s.max_payload_bytes) FROM pushpop.settings AS s;
+END $$;
 
 CREATE OR REPLACE FUNCTION pushpop.push(
     topic        text,
