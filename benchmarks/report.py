@@ -37,9 +37,7 @@ def ratio(row: Row, side: str, other: str = BASELINE) -> float | None:
     a, b = row.values.get(side), row.values.get(other)
     if not a or not b:
         return None
-    if len(a) != len(b):
-        return statistics.median(a) / statistics.median(b) if statistics.median(b) else None
-    paired = [x / y for x, y in zip(a, b, strict=True) if y]
+    paired = [x / y for x, y in zip(a, b, strict=True) if y]  # every round measures both
     return statistics.median(paired) if paired else None
 
 
