@@ -41,7 +41,8 @@ def _rows(rows: Rows) -> Rows:
     return rows
 
 
-# pushpop.push's defaults (sql/0004) for the arguments a plain push leaves out.
+# pushpop.push's defaults (its signature in sql/schema.snapshot.sql) for the arguments a
+# plain push leaves out.
 PUSH_DEFAULTS = {"priority": 0, "dedup_key": None, "max_attempts": 25}
 
 
@@ -88,7 +89,8 @@ def push_many(
     )
 
 
-# pushpop.pop's default lease_for (sql/0004), and so the clients', workers' and CLI's default.
+# pushpop.pop's default lease_for (see sql/schema.snapshot.sql), and so the clients', workers'
+# and CLI's default.
 POP_LEASE_DEFAULT = timedelta(minutes=5)
 
 
