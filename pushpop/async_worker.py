@@ -126,7 +126,8 @@ class AsyncWorker:
                     s = self.settings
                     await self.client._run(calls.wait_for_push(s.id, s.topics))
                     self._wake.clear()  # an earlier wake-up must not cut the wait short
-                    await self._sleep(SETTLE)
+                    if await self._sleep(SETTLE):
+                        self._flight.slept()  # that wake-up may have spent the request
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
@@ -137,10 +138,11 @@ class AsyncWorker:
             await self._sleep(self._pacer.next_wait())
             self._flight.slept()
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``; True if woken."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+        return self._wake.is_set()
 
     async def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
         """Pops into the free handler slots, taking the topics in turn. Returns whether a topic

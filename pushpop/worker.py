@@ -135,7 +135,8 @@ class Worker:
                 if self._flight.must_ask_for_wake_up(backlog, popped):
                     self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
                     self._wake.clear()  # an earlier wake-up must not cut the wait short
-                    self._wake.wait(SETTLE)
+                    if self._wake.wait(SETTLE):
+                        self._flight.slept()  # that wake-up may have spent the request
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from processes import Journal, Spawner
 from waiting import wait_for
+from wakeups import spend_the_wake_up_request
 
 import pushpop
 from pushpop.worker_common import RELEASED
@@ -94,6 +95,40 @@ def test_an_idle_async_worker_picks_up_a_push_within_milliseconds(dsn: str) -> N
 
     latencies = asyncio.run(scenario())
     assert statistics.median(latencies) < 0.5, latencies  # far below the 10 s poll interval
+
+
+def test_a_wake_up_request_spent_while_the_async_worker_settles_is_made_again(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The short wait after asking for a wake-up, stretched so the test acts within it.
+    monkeypatch.setattr(pushpop.async_worker, "SETTLE", 30.0)
+
+    async def scenario() -> None:
+        async with pushpop.AsyncClient(dsn) as client:
+            picked = asyncio.Event()
+
+            async def handler(msg: pushpop.AsyncMessage) -> None:
+                picked.set()
+
+            worker = pushpop.AsyncWorker(client, "jobs", handler, poll_interval=30)
+            task = asyncio.create_task(worker.run())
+            requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
+            me = [worker.settings.id]
+
+            async def requested() -> bool:
+                return bool(conn.execute(requests, me).fetchone() == (1,))
+
+            await until(requested, what="a wake-up request")
+            spend_the_wake_up_request(conn, "jobs")
+            await until(requested, what="a new request")
+            await client.push("jobs", b"next")
+            try:
+                await asyncio.wait_for(picked.wait(), 5)
+            finally:
+                worker.stop()
+                await task
+
+    asyncio.run(scenario())
 
 
 def test_cancelling_the_worker_task_mid_handler_releases_the_message(dsn: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from waiting import wait_for
+from wakeups import spend_the_wake_up_request
 
 import pushpop
 from pushpop.control import CONTROL_APP
@@ -245,6 +246,25 @@ def test_maintenance_requeues_expired_leases(
     assert sync_client.pop("abandoned", lease=0.05) is not None  # a consumer that vanished
     start("other-topic", lambda m: None, requeue_interval=0.05)
     wait_for(lambda: state_of(sync_client, id) == "ready", what="requeue")
+
+
+def test_a_wake_up_request_spent_while_the_worker_settles_is_made_again(
+    sync_client: pushpop.Client,
+    conn: psycopg.Connection[Any],
+    start: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The short wait after asking for a wake-up, stretched so the test acts within it.
+    monkeypatch.setattr(pushpop.worker, "SETTLE", 30.0)
+    picked = threading.Event()
+    running = start("jobs", lambda m: picked.set(), poll_interval=30)
+    requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
+    me = [running.worker.settings.id]
+    wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a wake-up request")
+    spend_the_wake_up_request(conn, "jobs")
+    wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a new request")
+    sync_client.push("jobs", b"next")
+    assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
 
 
 def test_the_worker_reconnects_its_listener_after_the_connection_is_killed(
