@@ -36,13 +36,19 @@ class AsyncMessage(MessageBase):
     """A message of an :class:`AsyncClient`: acknowledge it by awaiting one of the methods below."""
 
     async def push(
-        self, delay: checks.Duration = 0, conn: psycopg.AsyncConnection[Any] | None = None
+        self,
+        delay: checks.Duration = 0,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        *,
+        durable: bool = True,
     ) -> UUID:
         """Enqueues this message, available after ``delay``; inside ``conn``'s transaction if given.
 
         Returns the id, which is the id of an existing message if this id or dedup_key is taken.
+        ``durable=False``: returns before the push reaches disk (README, "Durability").
         """
-        result: UUID = await self._client._run(calls.push(self, delay), conn)
+        suffix = calls.commit_suffix(durable, conn is not None)
+        result: UUID = await self._client._run(calls.push(self, delay, suffix), conn)
         return result
 
     async def complete(self) -> None:
@@ -194,13 +200,14 @@ class AsyncClient:
         dedup_key: str | None = None,
         max_attempts: int = 25,
         id: UUID | str | None = None,
+        durable: bool = True,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`AsyncMessage.push`)."""
         msg = self.new_message(
             topic, payload, json=json, priority=priority, dedup_key=dedup_key,
             max_attempts=max_attempts, id=id,
         )  # fmt: skip
-        return await msg.push(delay, conn)
+        return await msg.push(delay, conn, durable=durable)
 
     async def push_many(
         self,
@@ -210,9 +217,11 @@ class AsyncClient:
         delay: checks.Duration = 0,
         priority: int = 0,
         conn: psycopg.AsyncConnection[Any] | None = None,
+        durable: bool = True,
     ) -> list[UUID]:
         """Enqueues many messages in one statement; their ids, in the order of ``payloads``."""
-        return await self._run(calls.push_many(topic, payloads, delay, priority), conn)
+        suffix = calls.commit_suffix(durable, conn is not None)
+        return await self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
 
     async def pop(
         self, topic: str, *, lease: checks.Duration = DEFAULT_LEASE

@@ -46,31 +46,52 @@ def _rows(rows: Rows) -> Rows:
 PUSH_DEFAULTS = {"priority": 0, "dedup_key": None, "max_attempts": 25}
 
 
-def push(msg: MessageBase, delay: checks.Duration) -> Call[UUID]:
-    """Enqueue one built message (``pushpop.push``)."""
+# Added to a push's select list: its transaction, which the client commits, then returns
+# without waiting for its WAL to reach disk (README, "Durability").
+NOT_DURABLE: LiteralString = ", set_config('synchronous_commit', 'off', true)"
+
+
+def commit_suffix(durable: Any, on_callers_connection: bool) -> LiteralString:
+    """The select-list suffix for a push's ``durable`` option (see ``NOT_DURABLE``)."""
+    if checks.flag(durable, "durable"):
+        return ""
+    if on_callers_connection:
+        raise InvalidArgument(
+            "durable=False is for pushes the client commits; in a transaction of your own,"
+            " run SET LOCAL synchronous_commit = off instead"
+        )
+    return NOT_DURABLE
+
+
+def push(msg: MessageBase, delay: checks.Duration, suffix: LiteralString = "") -> Call[UUID]:
+    """Enqueue one built message (``pushpop.push``); ``suffix`` from :func:`commit_suffix`."""
     wait = checks.duration(delay, "delay")
     rest = {"priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts}
     if not wait and rest == PUSH_DEFAULTS:
         # The usual push leaves the defaults to the server: four parameters fewer to adapt
         # and send are about a tenth of the client's work for a push.
         return Call(
-            "SELECT pushpop.push(%(topic)s, %(payload)s, id => %(id)s::uuid)",
+            "SELECT pushpop.push(%(topic)s, %(payload)s, id => %(id)s::uuid)" + suffix,
             {"topic": msg.topic, "payload": msg.payload, "id": msg.id},
             _scalar,
         )
     params = {"topic": msg.topic, "payload": msg.payload, "delay": wait, "id": msg.id, **rest}
     return Call(
         "SELECT pushpop.push(%(topic)s, %(payload)s, %(delay)s::interval, %(priority)s::integer,"
-        " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)",
+        " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)" + suffix,
         params,
         _scalar,
     )
 
 
 def push_many(
-    topic: str, payloads: Sequence[Any], delay: checks.Duration, priority: int
+    topic: str,
+    payloads: Sequence[Any],
+    delay: checks.Duration,
+    priority: int,
+    suffix: LiteralString = "",
 ) -> Call[list[UUID]]:
-    """Enqueue many payloads in one statement (``pushpop.push_many``)."""
+    """Enqueue many payloads in one statement (``pushpop.push_many``); ``suffix`` as in push."""
     if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not isinstance(
         payloads, Sequence
     ):
@@ -83,7 +104,7 @@ def push_many(
     }
     return Call(
         "SELECT pushpop.push_many(%(topic)s, %(payloads)s::bytea[], %(delay)s::interval,"
-        " %(priority)s::integer)",
+        " %(priority)s::integer)" + suffix,
         params,
         _column,
     )

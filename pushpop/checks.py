@@ -72,6 +72,13 @@ def integer(value: Any, name: str, *, low: int, high: int = INT4_MAX) -> int:
     return value
 
 
+def flag(value: Any, name: str) -> bool:
+    """A bool, and nothing that merely converts to one."""
+    if not isinstance(value, bool):
+        raise InvalidType(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
 def duration(value: Any, name: str, *, positive: bool = False) -> timedelta:
     """Seconds or a timedelta, never negative (and above zero where positive is asked)."""
     if isinstance(value, timedelta):

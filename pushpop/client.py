@@ -97,12 +97,20 @@ def keep_reconnecting(pool: psycopg_pool.ConnectionPool[Any]) -> None:
 class Message(MessageBase):
     """A message of a :class:`Client`: acknowledge it with one of the methods below."""
 
-    def push(self, delay: checks.Duration = 0, conn: psycopg.Connection[Any] | None = None) -> UUID:
+    def push(
+        self,
+        delay: checks.Duration = 0,
+        conn: psycopg.Connection[Any] | None = None,
+        *,
+        durable: bool = True,
+    ) -> UUID:
         """Enqueues this message, available after ``delay``; inside ``conn``'s transaction if given.
 
         Returns the id, which is the id of an existing message if this id or dedup_key is taken.
+        ``durable=False``: returns before the push reaches disk (README, "Durability").
         """
-        result: UUID = self._client._run(calls.push(self, delay), conn)
+        suffix = calls.commit_suffix(durable, conn is not None)
+        result: UUID = self._client._run(calls.push(self, delay, suffix), conn)
         return result
 
     def complete(self) -> None:
@@ -233,13 +241,14 @@ class Client:
         dedup_key: str | None = None,
         max_attempts: int = 25,
         id: UUID | str | None = None,
+        durable: bool = True,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`Message.push`)."""
         msg = self.new_message(
             topic, payload, json=json, priority=priority, dedup_key=dedup_key,
             max_attempts=max_attempts, id=id,
         )  # fmt: skip
-        return msg.push(delay, conn)
+        return msg.push(delay, conn, durable=durable)
 
     def push_many(
         self,
@@ -249,9 +258,11 @@ class Client:
         delay: checks.Duration = 0,
         priority: int = 0,
         conn: psycopg.Connection[Any] | None = None,
+        durable: bool = True,
     ) -> list[UUID]:
         """Enqueues many messages in one statement; their ids, in the order of ``payloads``."""
-        return self._run(calls.push_many(topic, payloads, delay, priority), conn)
+        suffix = calls.commit_suffix(durable, conn is not None)
+        return self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
 
     def pop(self, topic: str, *, lease: checks.Duration = DEFAULT_LEASE) -> Message | None:
         """Leases the next ready message of ``topic`` for ``lease``, or returns None."""

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 import pushpop
+from pushpop import calls
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -376,6 +377,41 @@ def test_json_payload_is_json_to_sql_readers(client: pushpop.Client, conn: Conn)
 
 
 # Transactional push takes a connection of the client's own kind: these tests are sync only.
+
+
+def test_pushes_that_need_not_be_durable_are_stored_and_popped_like_any_other(
+    client: pushpop.Client,
+) -> None:
+    first = client.push("t", b"a", durable=False)
+    rest = client.push_many("t", [b"b", b"c"], durable=False)
+    last = client.new_message("t", b"d").push(durable=False)
+    assert [popped(client).id for _ in range(4)] == [first, *rest, last]
+
+
+def test_a_push_that_need_not_be_durable_commits_without_waiting_for_the_disk(
+    conn: Conn, sync_client: pushpop.Client
+) -> None:
+    # The statement a durable=False push sends, inside a transaction we can look into.
+    call = calls.push(sync_client.new_message("t", b"x"), 0, calls.commit_suffix(False, False))
+    with conn.transaction():
+        conn.execute(call.sql, call.params)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # that transaction only
+
+
+def test_durable_false_inside_the_callers_transaction_is_refused_before_anything_is_written(
+    sync_client: pushpop.Client, dsn: str
+) -> None:
+    with psycopg.connect(dsn) as own:
+        with pytest.raises(pushpop.InvalidArgument, match=r"durable=False.*SET LOCAL"):
+            sync_client.push("t", b"x", conn=own, durable=False)
+        with pytest.raises(pushpop.InvalidArgument, match="durable=False"):
+            sync_client.push_many("t", [b"x"], conn=own, durable=False)
+        assert own.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with pytest.raises(pushpop.InvalidType, match="durable must be True or False, got str"):
+        sync_client.push("t", b"x", durable="no")  # type: ignore[arg-type]
+    assert sync_client.pop("t") is None
+    assert sync_client.push("t", b"still fine")
 
 
 @pytest.fixture
