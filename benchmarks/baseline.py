@@ -43,6 +43,7 @@ _INSERT = (
     " VALUES (%(id)s, %(topic)s, 'ready', now(), %(payload)s) RETURNING id"
 )
 PUSH_PLAIN = _INSERT
+NOT_DURABLE = ", set_config('synchronous_commit', 'off', true)"
 PUSH = (
     "WITH added AS (" + _INSERT + ") SELECT a.id, pg_notify('baseline', %(topic)s) FROM added AS a"
 )
@@ -95,9 +96,10 @@ def create(conn: psycopg.Connection[Any]) -> None:
     conn.execute(SCHEMA)
 
 
-def push(conn: psycopg.Connection[Any], env: Env, notify: bool = True) -> Op:
-    """INSERT one message (and NOTIFY in the same statement, as pushpop does)."""
-    query = PUSH if notify else PUSH_PLAIN
+def push(conn: psycopg.Connection[Any], env: Env, notify: bool = True, durable: bool = True) -> Op:
+    """INSERT one message (and NOTIFY in the same statement, as pushpop does); not durable:
+    its transaction commits with synchronous_commit off, as pushpop's durable=False push."""
+    query = (PUSH if notify else PUSH_PLAIN) + ("" if durable else NOT_DURABLE)
     payload = env.payload
 
     def op() -> int:

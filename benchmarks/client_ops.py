@@ -14,12 +14,12 @@ def client(env: Env) -> Client:
     return Client(env.conninfo, min_size=threads, max_size=threads)
 
 
-def push(client: Client, env: Env) -> Op:
+def push(client: Client, env: Env, durable: bool = True) -> Op:
     """``client.push`` of one message."""
     payload = env.payload
 
     def op() -> int:
-        client.push(TOPIC, payload)
+        client.push(TOPIC, payload, durable=durable)
         return 1
 
     return op

@@ -34,6 +34,20 @@ def _push_baseline(env: Env) -> Values:
     }
 
 
+def _not_durable_pushpop(env: Env) -> Values:
+    rate = with_client(env, lambda c: client_ops.push(c, env, durable=False))
+    return {"push_not_durable": rate, "push_not_durable_vs_sql": rate}
+
+
+def _not_durable_others(env: Env) -> Values:
+    return {
+        "push_not_durable": with_client(env, lambda c: client_ops.push(c, env)),
+        "push_not_durable_vs_sql": with_connections(
+            env, lambda c: baseline.push(c, env, durable=False)
+        ),
+    }
+
+
 def pop_measures(key: str) -> tuple[Measure, Measure]:
     """pop + complete of one message at a time, pushpop and baseline, reported under ``key``."""
 
@@ -83,6 +97,19 @@ def figures(s: Settings) -> list[Figure]:
             setup=_empty,
             note="baseline: INSERT + pg_notify in one statement; the second row's baseline "
             "is the bare INSERT (pushpop's figure is the same measurement in both rows)",
+        ),
+        Figure(
+            "push_not_durable",
+            (
+                Metric("push_not_durable", "push, durable=False, vs pushpop's durable push"),
+                Metric("push_not_durable_vs_sql", "push, durable=False, vs INSERT + NOTIFY alike"),
+            ),
+            _not_durable_pushpop,
+            _not_durable_others,
+            setup=_empty,
+            note="pushpop: push(durable=False), whose transaction commits with "
+            "synchronous_commit off; the first row's baseline column is pushpop's own durable "
+            "push, the second's INSERT + pg_notify committing with synchronous_commit off too",
         ),
         Figure(
             "pop",
