@@ -675,7 +675,7 @@ COMMENT ON FUNCTION pushpop.set_max_payload_bytes(max_bytes integer) IS 'Sets th
 
 COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now.';
 
-COMMENT ON FUNCTION pushpop.wait_for_push(consumer uuid, topics text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Wait about 100 ms (or until notified) after this call and pop once more, then sleep: a push that was committing as you called did not notify. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker (pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
+COMMENT ON FUNCTION pushpop.wait_for_push(consumer uuid, topics text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Wait about 100 ms (or until notified) after this call and pop once more: a push that was committing as you called did not notify. If that pop is empty, sleep, unless a notification came during the wait: it ended the registration, so call again first. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker (pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
 
 COMMENT ON FUNCTION pushpop.wake(topics text[]) IS 'Sends the NOTIFY that wakes consumers waiting (pushpop.wait_for_push) on any of topics and returns how many topics it notified. The functions that make messages ready call it when someone waits.';
 
@@ -710,3 +710,5 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 -- migration 6: hot_extend
 
 -- migration 7: constant_payload_limit
+
+-- migration 8: wait_for_push_comment
