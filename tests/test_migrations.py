@@ -156,12 +156,17 @@ def test_migration_files_numbered_with_a_gap_are_refused(
         migrations.available()
 
 
+def apply_before(dsn: str, version: int) -> None:
+    """Applies, as psql would, every migration older than ``version``: a database to upgrade."""
+    for migration in migrations.available():
+        if migration.version < version:
+            assert apply_like_psql(dsn, migration.path)[0] == 0
+
+
 def test_upgrading_to_0006_keeps_the_lease_deadlines_of_messages_in_flight(
     empty_dsn: str,
 ) -> None:
-    for migration in migrations.available():
-        if migration.version < 6:
-            assert apply_like_psql(empty_dsn, migration.path)[0] == 0
+    apply_before(empty_dsn, 6)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
 
         def one(query: LiteralString, param: object) -> tuple[Any, ...]:
@@ -181,9 +186,7 @@ def test_upgrading_to_0006_keeps_the_lease_deadlines_of_messages_in_flight(
 
 
 def test_upgrading_to_0007_keeps_the_payload_limit(empty_dsn: str) -> None:
-    for migration in migrations.available():
-        if migration.version < 7:
-            assert apply_like_psql(empty_dsn, migration.path)[0] == 0
+    apply_before(empty_dsn, 7)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("SELECT pushpop.set_max_payload_bytes(1234)")
         migrations.migrate(empty_dsn)
