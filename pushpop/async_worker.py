@@ -84,6 +84,7 @@ class AsyncWorker:
         self._wake.set()
 
     def _wake_from_thread(self) -> None:
+        self._flight.notified()
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._wake.set)
@@ -124,10 +125,10 @@ class AsyncWorker:
                 self._control.outage.recovered(began)
                 if self._flight.must_ask_for_wake_up(backlog, popped):
                     s = self.settings
+                    # Wake-ups from here on count: one may arrive before the call returns.
+                    self._wake.clear()
                     await self.client._run(calls.wait_for_push(s.id, s.topics))
-                    self._wake.clear()  # an earlier wake-up must not cut the wait short
-                    if await self._sleep(SETTLE):
-                        self._flight.slept()  # that wake-up may have spent the request
+                    await self._sleep(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1
@@ -138,11 +139,10 @@ class AsyncWorker:
             await self._sleep(self._pacer.next_wait())
             self._flight.slept()
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``; True if woken."""
+    async def _sleep(self, seconds: float) -> None:
+        """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-        return self._wake.is_set()
 
     async def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
         """Pops into the free handler slots, taking the topics in turn. Returns whether a topic

@@ -71,7 +71,7 @@ class Worker:
         self._completer = threading.Thread(
             target=self._send_completions, name="pushpop-completer", daemon=True
         )
-        self._control = Control(self.settings, client.conninfo, self._wake.set)
+        self._control = Control(self.settings, client.conninfo, self._notified)
 
     @property
     def is_leader(self) -> bool:
@@ -86,6 +86,10 @@ class Worker:
     def stop(self) -> None:
         """Stops taking messages; ``run()`` then drains and returns. Safe from any thread."""
         self._stopping.set()
+        self._wake.set()
+
+    def _notified(self) -> None:
+        self._flight.notified()
         self._wake.set()
 
     def run(self) -> None:
@@ -133,10 +137,10 @@ class Worker:
                 failures = 0
                 self._control.outage.recovered(began)
                 if self._flight.must_ask_for_wake_up(backlog, popped):
+                    # Wake-ups from here on count: one may arrive before the call returns.
+                    self._wake.clear()
                     self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
-                    self._wake.clear()  # an earlier wake-up must not cut the wait short
-                    if self._wake.wait(SETTLE):
-                        self._flight.slept()  # that wake-up may have spent the request
+                    self._wake.wait(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
             except Error as exc:
                 failures += 1

@@ -198,16 +198,24 @@ class Flight:
         """After a round of pops: True if the popper is about to sleep with slots free and the
         queue empty, and has no wake-up asked for (``pushpop.wait_for_push``); it then asks,
         and pops once more. Popping anything may have used up an earlier request."""
-        if popped:
-            self.waiting = False
-        if self.waiting or backlog or self.free() <= 0:
-            return False
-        self.waiting = True
-        return True
+        with self.changed:
+            if popped:
+                self.waiting = False
+            if self.waiting or backlog or self.free() <= 0:
+                return False
+            self.waiting = True
+            return True
 
     def slept(self) -> None:
         """The popper slept: whatever woke it, it asks for a wake-up again before it next sleeps."""
-        self.waiting = False
+        with self.changed:
+            self.waiting = False
+
+    def notified(self) -> None:
+        """The control thread got a wake-up (or listens again after an outage). A NOTIFY uses
+        up the request it answers, so the popper asks again before it next sleeps, even if it
+        missed the wake-up itself (it was popping, or had not yet seen its request go through)."""
+        self.slept()
 
     def is_released(self, job: Job) -> bool:
         """Whether shutdown gave this job's message back already."""

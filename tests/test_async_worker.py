@@ -131,6 +131,53 @@ def test_a_wake_up_request_spent_while_the_async_worker_settles_is_made_again(
     asyncio.run(scenario())
 
 
+def test_a_wake_up_that_arrives_before_the_async_request_call_returns_is_not_lost(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with pushpop.AsyncClient(dsn) as client:
+            picked = asyncio.Event()
+
+            async def handler(msg: pushpop.AsyncMessage) -> None:
+                picked.set()
+
+            worker = pushpop.AsyncWorker(client, "jobs", handler, poll_interval=30)
+            spent = asyncio.Event()
+            send = client._run
+
+            async def woken() -> bool:
+                return worker._wake.is_set()
+
+            async def send_then_spend(call: Any, on: Any = None) -> Any:
+                # Hooked where the reply to the first wait_for_push reaches the worker: the
+                # request is spent and its wake-up delivered before the worker goes on.
+                result = await send(call, on)
+                if "wait_for_push" in call.sql and not spent.is_set():
+                    spend_the_wake_up_request(conn, "jobs")
+                    await until(woken, what="the wake-up to reach the worker")
+                    spent.set()
+                return result
+
+            monkeypatch.setattr(client, "_run", send_then_spend)
+            task = asyncio.create_task(worker.run())
+            requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
+            me = [worker.settings.id]
+
+            async def requested() -> bool:
+                return bool(conn.execute(requests, me).fetchone() == (1,))
+
+            try:
+                await asyncio.wait_for(spent.wait(), 10)
+                await until(requested, what="a new request")
+                await client.push("jobs", b"next")
+                await asyncio.wait_for(picked.wait(), 5)
+            finally:
+                worker.stop()
+                await task
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_the_worker_task_mid_handler_releases_the_message(dsn: str) -> None:
     async def scenario() -> None:
         async with pushpop.AsyncClient(dsn) as client:

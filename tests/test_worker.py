@@ -267,6 +267,37 @@ def test_a_wake_up_request_spent_while_the_worker_settles_is_made_again(
     assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
 
 
+def test_a_wake_up_that_arrives_before_the_request_call_returns_is_not_lost(
+    sync_client: pushpop.Client, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picked = threading.Event()
+    worker = pushpop.Worker(sync_client, "jobs", lambda m: picked.set(), poll_interval=30)
+    spent = threading.Event()
+    send = sync_client._run
+
+    def send_then_spend(call: Any, on: Any = None) -> Any:
+        # Hooked where the reply to the first wait_for_push reaches the worker: the request is
+        # spent and its wake-up delivered before the worker goes on.
+        result = send(call, on)
+        if "wait_for_push" in call.sql and not spent.is_set():
+            spend_the_wake_up_request(conn, "jobs")
+            wait_for(worker._wake.is_set, what="the wake-up to reach the worker")
+            spent.set()
+        return result
+
+    monkeypatch.setattr(sync_client, "_run", send_then_spend)
+    running = Running(worker)
+    try:
+        assert spent.wait(10), "the worker never asked for a wake-up"
+        requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
+        me = [worker.settings.id]
+        wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a new request")
+        sync_client.push("jobs", b"next")
+        assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
+    finally:
+        running.stop()
+
+
 def test_the_worker_reconnects_its_listener_after_the_connection_is_killed(
     sync_client: pushpop.Client, conn: psycopg.Connection[Any], start: Callable[..., Running]
 ) -> None:
