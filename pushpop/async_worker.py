@@ -64,7 +64,7 @@ class AsyncWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control = Control(self.settings, client.conninfo, self._wake_from_thread)
+        self._control = Control(self.settings, client.conninfo, self._notified)
         self._completions: asyncio.Queue[tuple[Job, str] | None] = asyncio.Queue()
         self._completer: asyncio.Task[None] | None = None
 
@@ -83,7 +83,8 @@ class AsyncWorker:
         self._stopping.set()
         self._wake.set()
 
-    def _wake_from_thread(self) -> None:
+    def _notified(self) -> None:
+        """The control thread's wake-up (see Flight.notified), passed to the event loop."""
         self._flight.notified()
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile

@@ -89,6 +89,7 @@ class Worker:
         self._wake.set()
 
     def _notified(self) -> None:
+        """The control thread's wake-up (see Flight.notified)."""
         self._flight.notified()
         self._wake.set()
 

@@ -162,7 +162,7 @@ class Flight:
         self.changed = threading.Condition()
         self.jobs: dict[Any, Job] = {}
         self.backlog = False
-        self.waiting = False  # the popper asked for a wake-up since it last slept or found work
+        self.waiting = False  # asked for a wake-up since last sleeping, finding work or notified
 
     def free(self) -> int:
         """How many more messages the handlers can take now."""
