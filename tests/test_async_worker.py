@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from processes import Journal, Spawner
 from waiting import wait_for
-from wakeups import spend_the_wake_up_request
+from wakeups import has_asked_for_a_wake_up, spend_the_wake_up_request
 
 import pushpop
 from pushpop.worker_common import RELEASED
@@ -112,11 +112,9 @@ def test_a_wake_up_request_spent_while_the_async_worker_settles_is_made_again(
 
             worker = pushpop.AsyncWorker(client, "jobs", handler, poll_interval=30)
             task = asyncio.create_task(worker.run())
-            requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
-            me = [worker.settings.id]
 
             async def requested() -> bool:
-                return bool(conn.execute(requests, me).fetchone() == (1,))
+                return has_asked_for_a_wake_up(conn, worker.id)
 
             await until(requested, what="a wake-up request")
             spend_the_wake_up_request(conn, "jobs")
@@ -160,11 +158,9 @@ def test_a_wake_up_that_arrives_before_the_async_request_call_returns_is_not_los
 
             monkeypatch.setattr(client, "_run", send_then_spend)
             task = asyncio.create_task(worker.run())
-            requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
-            me = [worker.settings.id]
 
             async def requested() -> bool:
-                return bool(conn.execute(requests, me).fetchone() == (1,))
+                return has_asked_for_a_wake_up(conn, worker.id)
 
             try:
                 await asyncio.wait_for(spent.wait(), 10)

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from waiting import wait_for
-from wakeups import spend_the_wake_up_request
+from wakeups import has_asked_for_a_wake_up, spend_the_wake_up_request
 
 import pushpop
 from pushpop.control import CONTROL_APP
@@ -258,11 +258,13 @@ def test_a_wake_up_request_spent_while_the_worker_settles_is_made_again(
     monkeypatch.setattr(pushpop.worker, "SETTLE", 30.0)
     picked = threading.Event()
     running = start("jobs", lambda m: picked.set(), poll_interval=30)
-    requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
-    me = [running.worker.settings.id]
-    wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a wake-up request")
+
+    def requested() -> bool:
+        return has_asked_for_a_wake_up(conn, running.worker.id)
+
+    wait_for(requested, what="a wake-up request")
     spend_the_wake_up_request(conn, "jobs")
-    wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a new request")
+    wait_for(requested, what="a new request")
     sync_client.push("jobs", b"next")
     assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
 
@@ -289,9 +291,7 @@ def test_a_wake_up_that_arrives_before_the_request_call_returns_is_not_lost(
     running = Running(worker)
     try:
         assert spent.wait(10), "the worker never asked for a wake-up"
-        requests = "SELECT count(*) FROM pushpop.waiting WHERE consumer = %s"
-        me = [worker.settings.id]
-        wait_for(lambda: conn.execute(requests, me).fetchone() == (1,), what="a new request")
+        wait_for(lambda: has_asked_for_a_wake_up(conn, worker.id), what="a new request")
         sync_client.push("jobs", b"next")
         assert picked.wait(5), "no wake-up within 5 s of a push although poll_interval is 30 s"
     finally:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import psycopg
+
+
+def has_asked_for_a_wake_up(conn: psycopg.Connection[Any], consumer: UUID) -> bool:
+    """Whether the consumer's wake-up request (one row per topic; the tests use one) stands."""
+    row = conn.execute("SELECT count(*) FROM pushpop.waiting WHERE consumer = %s", [consumer])
+    return row.fetchone() == (1,)
 
 
 def spend_the_wake_up_request(conn: psycopg.Connection[Any], topic: str) -> None:
