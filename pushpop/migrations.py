@@ -1,39 +1,50 @@
-"""Applies the numbered SQL files in ``sql/`` that a database has not seen yet.
+"""Installs or upgrades pushpop's schema from the SQL files under ``sql/``, in one transaction.
 
-Each file is a complete transaction that records itself in ``pushpop.schema_migrations``,
-so files applied with psql and files applied here are the same thing.
+In order: ``prelude.sql`` (schema, bookkeeping, the migration lock); ``upgrade/prerelease.sql``
+for a database of the pre-release layout; each numbered file of ``migrations/`` the database
+has not recorded (each records itself); then every file of ``functions/``, whenever their
+checksum differs from the one recorded. ``sql/install.sql`` does the same from psql.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg import errors as pg_errors
 
-from . import calls
 from .errors import MigrationError, from_psycopg
 
-_FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_NUMBERED = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+# What the runner asks the database, after the prelude has made the bookkeeping tables.
+_IS_PRERELEASE: LiteralString = (
+    "SELECT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 1 AND name = 'core')"
+)
+_APPLIED: LiteralString = "SELECT version FROM pushpop.schema_migrations"
+_FUNCTIONS_CHECKSUM: LiteralString = "SELECT checksum FROM pushpop.schema_functions"
+_FORGET_FUNCTIONS: LiteralString = "DELETE FROM pushpop.schema_functions"
+_RECORD_FUNCTIONS: LiteralString = "INSERT INTO pushpop.schema_functions (checksum) VALUES (%s)"
+# A concurrent first install: both migrators created the schema; the later one fails on the
+# catalog's unique index, and finds the schema made when it tries again.
+_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One numbered SQL file."""
+    """One numbered file of ``sql/migrations/``: a stateful change, applied once."""
 
     version: int
     name: str
     path: Path
 
-    def sql(self) -> str:
-        """The file's text."""
-        return self.path.read_text(encoding="utf-8")
-
 
 def sql_dir() -> Path:
-    """The folder of migration files: inside the installed package, or the repository's ``sql/``."""
+    """The SQL files: inside the installed package, or the repository's ``sql/``."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "sql", here.parent / "sql"):
         if candidate.is_dir():
@@ -42,10 +53,10 @@ def sql_dir() -> Path:
 
 
 def available() -> list[Migration]:
-    """Every migration file, in version order."""
+    """Every numbered migration, in version order."""
     found = []
-    for path in sorted(sql_dir().glob("*.sql")):
-        match = _FILE_NAME.match(path.name)
+    for path in sorted((sql_dir() / "migrations").glob("*.sql")):
+        match = _NUMBERED.match(path.name)
         if match:
             found.append(Migration(int(match[1]), match[2], path))
     versions = [m.version for m in found]
@@ -54,44 +65,106 @@ def available() -> list[Migration]:
     return found
 
 
-def applied(conn: psycopg.Connection[Any]) -> set[int]:
-    """Versions recorded in the database (empty before the first migration)."""
-    exists = conn.execute(calls.MIGRATIONS_TABLE_EXISTS).fetchone()
-    if not exists or not exists[0]:
-        return set()
-    return {row[0] for row in conn.execute(calls.APPLIED_MIGRATIONS)}
+def function_files() -> list[Path]:
+    """The files that hold every function's current text, in the order they are applied."""
+    return sorted((sql_dir() / "functions").glob("*.sql"))
 
 
-def migrate(conninfo: str) -> list[Migration]:
-    """Applies every pending migration, in order, and returns those it applied.
+def functions_checksum(files: list[Path]) -> str:
+    """One SHA-256 over the function files' names and text: any change applies them all."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
-    Holds an advisory lock for the whole run, so concurrent migrators take turns and the
-    later ones find nothing left to do.
+
+def relative(path: Path) -> str:
+    """A SQL file's name as the runner reports it, e.g. ``migrations/0001_baseline.sql``."""
+    return path.relative_to(sql_dir()).as_posix()
+
+
+def migrate(conninfo: str) -> list[str]:
+    """Brings the database's schema up to date; returns the files applied (none if current).
+
+    Everything happens in one transaction, so a failure leaves nothing half done. Concurrent
+    migrators take turns (the prelude's lock) and the later ones find nothing left to do.
     """
-    try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(calls.MIGRATION_LOCK)
-            try:
-                done = applied(conn)
-                pending = [m for m in available() if m.version not in done]
-                for migration in pending:
-                    _apply(conn, migration)
-                return pending
-            finally:
-                if not conn.closed:
-                    conn.execute(calls.MIGRATION_UNLOCK)
-    except psycopg.Error as exc:
-        raise from_psycopg(exc) from exc
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with psycopg.connect(conninfo) as conn:
+                return _migrate(conn)
+        except pg_errors.UniqueViolation:
+            if attempt == _ATTEMPTS:
+                raise
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise from_psycopg(exc) from exc  # no connection: Unavailable
+            raise MigrationError(f"migration failed: {_explain(exc)}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
+def _migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    applied: list[str] = []
+    with conn.transaction():
+        _run(conn, sql_dir() / "prelude.sql")
+        if _one(conn, _IS_PRERELEASE):
+            applied.append(_run(conn, sql_dir() / "upgrade" / "prerelease.sql"))
+        done = {row[0] for row in conn.execute(_APPLIED)}
+        known = available()
+        newer = sorted(done - {m.version for m in known})
+        if newer:
+            raise MigrationError(
+                f"the database has pushpop migration {newer[-1]}, newer than this pushpop knows "
+                f"(up to {len(known)}): upgrade the pushpop package instead of migrating down"
+            )
+        for migration in known:
+            if migration.version not in done:
+                applied.append(_run(conn, migration.path))
+                if conn.execute(_APPLIED + " WHERE version = %s", [migration.version]).rowcount != 1:
+                    raise MigrationError(f"{relative(migration.path)} did not record itself")
+        files = function_files()
+        checksum = functions_checksum(files)
+        if _one(conn, _FUNCTIONS_CHECKSUM) != checksum:
+            applied += [_run(conn, path) for path in files]
+            conn.execute(_FORGET_FUNCTIONS)
+            conn.execute(_RECORD_FUNCTIONS, [checksum])
+    return applied
+
+
+def _one(conn: psycopg.Connection[Any], query: LiteralString) -> Any:
+    row = conn.execute(query).fetchone()
+    return None if row is None else row[0]
+
+
+def _run(conn: psycopg.Connection[Any], path: Path) -> str:
+    """Runs one SQL file inside the migration's transaction; returns its relative name."""
     try:
-        # The file carries its own BEGIN/COMMIT, exactly as psql runs it.
-        conn.execute(migration.sql().encode())
+        conn.execute(path.read_bytes())
+    except pg_errors.UniqueViolation:
+        raise  # a concurrent first install: migrate() tries again
     except psycopg.Error as exc:
-        conn.rollback()  # leave the aborted transaction the file began
-        raise MigrationError(
-            f"migration {migration.path.name} failed: {str(exc).strip().splitlines()[0]}"
-        ) from exc
-    if migration.version not in applied(conn):
-        raise MigrationError(f"migration {migration.path.name} did not record itself")
+        raise MigrationError(f"{relative(path)} failed: {_explain(exc)}") from exc
+    return relative(path)
+
+
+def _explain(exc: psycopg.Error) -> str:
+    """The database's complaint, and what to do about it where it says only what failed."""
+    problem = _first_line(exc)
+    if problem.startswith("pushpop: "):  # pushpop's own refusals say what to do
+        return problem.removeprefix("pushpop: ")
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return (
+            f"{problem}: migrate as the role that owns schema pushpop (on a first install, a role "
+            "with CREATE on the database, and CREATEROLE until the pushpop roles exist); "
+            "pushpop_producer, pushpop_consumer and pushpop_admin cannot migrate"
+        )
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return (
+            f"{problem}: another migration, or a transaction holding pushpop's tables, did not "
+            "finish within 30 s; try again"
+        )
+    return problem
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -63,10 +63,12 @@ def shipped_versions() -> list[int]:
     return [m.version for m in migrations.available()]
 
 
-def test_wheel_carries_every_migration_file(wheel: Path) -> None:
+def test_wheel_carries_every_sql_file(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for migration in migrations.available():
-        assert f"pushpop/sql/{migration.path.name}" in names
+    shipped = sorted(migrations.sql_dir().rglob("*.sql"))
+    assert len(shipped) > 10
+    for path in shipped:
+        assert f"pushpop/sql/{migrations.relative(path)}" in names
 
 
 def test_installed_wheel_migrates_from_its_own_sql_files(
@@ -75,14 +77,16 @@ def test_installed_wheel_migrates_from_its_own_sql_files(
     script = (
         "import sys, pushpop.migrations as m\n"
         "print(m.sql_dir())\n"
-        "print(','.join(str(x.version) for x in m.migrate(sys.argv[1])))\n"
+        "print(','.join(m.migrate(sys.argv[1])))\n"
     )
     result = run([str(venv_bin / "python"), "-c", script, empty_dsn], tmp_path)
     assert result.returncode == 0, result.stderr
-    sql_dir, versions = result.stdout.splitlines()
+    sql_dir, applied = result.stdout.splitlines()
     assert Path(sql_dir).is_relative_to(venv_bin.parent)
     assert "site-packages" in Path(sql_dir).parts
-    assert versions == ",".join(str(v) for v in shipped_versions())
+    expected = [migrations.relative(m.path) for m in migrations.available()]
+    expected += [migrations.relative(path) for path in migrations.function_files()]
+    assert applied == ",".join(expected)
     assert applied_versions(empty_dsn) == shipped_versions()
 
 

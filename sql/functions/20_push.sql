@@ -1,0 +1,170 @@
+-- pushpop functions, part 2: push.
+--
+-- A push inserts one row. It notifies only when a consumer waits for the topic
+-- (70_wakeups.sql): a NOTIFY makes its transaction take a server-wide lock at commit, so
+-- pushes under load, when every consumer is busy, never notify.
+
+-- The payload limit is the constant body of max_payload_bytes(), an IMMUTABLE function that
+-- PostgreSQL folds into push's cached plan as a number; set_max_payload_bytes() rewrites it.
+-- Redefining a function invalidates every cached plan that used it, in every session, so
+-- pushes check a new limit from their next transaction on.
+CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
+RETURNS integer LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '10s' AS $$
+BEGIN
+    PERFORM pushpop.require(set_max_payload_bytes.max_bytes BETWEEN 1 AND 1073741824,
+                            'max_bytes must be between 1 and 1073741824 (1 GiB)');
+    -- One change at a time, and none during a migration: concurrent redefinitions of a
+    -- function fail. Only pushpop's owner can take this lock.
+    BEGIN
+        LOCK TABLE pushpop.schema_migrations IN EXCLUSIVE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'pushpop: a migration or another set_max_payload_bytes is running; try again'
+            USING ERRCODE = 'lock_not_available';
+    END;
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes() RETURNS integer '
+        'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+        'SELECT ' || set_max_payload_bytes.max_bytes);
+    RETURN set_max_payload_bytes.max_bytes;
+END $$;
+COMMENT ON FUNCTION pushpop.set_max_payload_bytes(integer) IS
+    'Sets the largest payload push and push_many accept in this database, in bytes (1 to 1 GiB), '
+    'and returns it. Pushes check the new limit from their next transaction on. '
+    'Messages already queued are not affected.';
+
+-- max_payload_bytes() keeps the limit this database has (1 MiB on a new one).
+DO $$
+DECLARE
+    limit_now integer := 1048576;
+BEGIN
+    IF to_regprocedure('pushpop.max_payload_bytes()') IS NOT NULL THEN
+        EXECUTE 'SELECT pushpop.max_payload_bytes()' INTO limit_now;
+    END IF;
+    PERFORM pushpop.set_max_payload_bytes(limit_now);
+END $$;
+COMMENT ON FUNCTION pushpop.max_payload_bytes() IS
+    'The largest payload, in bytes, that push and push_many accept in this database (default 1048576).';
+
+CREATE OR REPLACE FUNCTION pushpop.push(
+    topic        text,
+    payload      bytea,
+    delay        interval DEFAULT '0',
+    priority     integer  DEFAULT 0,
+    id           uuid     DEFAULT NULL,
+    dedup_key    text     DEFAULT NULL,
+    max_attempts integer  DEFAULT 25
+) RETURNS uuid LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid := coalesce(push.id, gen_random_uuid());
+    got    uuid;
+BEGIN
+    IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
+                    AND push.delay >= interval '0' AND push.priority IS NOT NULL
+                    AND push.max_attempts >= 1
+                    AND (push.dedup_key IS NULL OR octet_length(push.dedup_key) BETWEEN 1 AND 1024),
+                    false) THEN
+        PERFORM pushpop.require_topic(push.topic);
+        PERFORM pushpop.require(push.payload IS NOT NULL, 'payload must not be NULL');
+        PERFORM pushpop.require(push.delay >= interval '0', 'delay must be zero or positive');
+        PERFORM pushpop.require(push.priority IS NOT NULL, 'priority must not be NULL');
+        PERFORM pushpop.require(push.max_attempts >= 1, 'max_attempts must be at least 1');
+        PERFORM pushpop.require(push.dedup_key <> '', 'dedup_key must not be empty');
+        -- The unique index on (topic, dedup_key) cannot hold longer keys.
+        PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
+                                              octet_length(push.dedup_key)));
+    END IF;
+    IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
+        RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
+            octet_length(push.payload), pushpop.max_payload_bytes()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
+    END IF;
+    LOOP
+        INSERT INTO pushpop.messages AS m
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload)
+        VALUES (new_id, push.topic,
+                CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload)
+        ON CONFLICT DO NOTHING
+        RETURNING m.id INTO got;
+        IF got IS NOT NULL THEN
+            IF push.delay = interval '0'
+               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
+                PERFORM pushpop.wake(ARRAY[push.topic]);
+            END IF;
+            RETURN got;
+        END IF;
+        -- Nothing inserted: this id exists already, or a live message holds the dedup_key.
+        SELECT m.id INTO got FROM pushpop.messages AS m WHERE m.id = new_id;
+        IF got IS NULL THEN
+            SELECT m.id INTO got FROM pushpop.messages AS m
+            WHERE m.topic = push.topic AND m.dedup_key = push.dedup_key
+              AND m.state IN ('scheduled', 'ready', 'pending');
+        END IF;
+        IF got IS NOT NULL THEN
+            RETURN got;
+        END IF;
+        -- The conflicting message finished in between: try the insert again.
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer) IS
+    'Enqueues one message and returns its id; it may be popped after delay. An id that exists already, '
+    'or a dedup_key held by a ready or pending message of the topic, inserts nothing and returns the '
+    'existing id. A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
+
+CREATE OR REPLACE FUNCTION pushpop.push_many(
+    topic    text,
+    payloads bytea[],
+    delay    interval DEFAULT '0',
+    priority integer  DEFAULT 0
+) RETURNS SETOF uuid LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    too_big record;
+BEGIN
+    IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
+                    AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
+                             THEN array_position(push_many.payloads, NULL) IS NULL END
+                    AND push_many.delay >= interval '0' AND push_many.priority IS NOT NULL,
+                    false) THEN
+        PERFORM pushpop.require_topic(push_many.topic);
+        PERFORM pushpop.require(push_many.payloads IS NOT NULL, 'payloads must not be NULL');
+        PERFORM pushpop.require(coalesce(array_ndims(push_many.payloads), 1) = 1,
+                                'payloads must be a one-dimensional array');
+        PERFORM pushpop.require(array_position(push_many.payloads, NULL) IS NULL,
+                                'payloads must not contain NULL');
+        PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
+        PERFORM pushpop.require(false, 'priority must not be NULL');
+    END IF;
+    SELECT p.n, octet_length(p.payload) AS bytes INTO too_big
+    FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
+    WHERE octet_length(p.payload) > pushpop.max_payload_bytes()
+    ORDER BY p.n LIMIT 1;
+    IF too_big.n IS NOT NULL THEN
+        RAISE EXCEPTION 'pushpop: payload % of % is % bytes, more than the limit of % bytes',
+            too_big.n, cardinality(push_many.payloads), too_big.bytes, pushpop.max_payload_bytes()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
+    END IF;
+    RETURN QUERY
+    WITH input AS MATERIALIZED (
+        SELECT gen_random_uuid() AS id, p.payload, p.n
+        FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
+    ), inserted AS (
+        INSERT INTO pushpop.messages (id, topic, state, state_time, priority, payload)
+        SELECT i.id, push_many.topic,
+               CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+               now() + push_many.delay, push_many.priority, i.payload
+        FROM input AS i ORDER BY i.n
+    )
+    SELECT i.id FROM input AS i ORDER BY i.n;
+    IF FOUND AND push_many.delay = interval '0'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push_many.topic) THEN
+        PERFORM pushpop.wake(ARRAY[push_many.topic]);
+    END IF;
+END $$;
+COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer) IS
+    'Enqueues one message per payload in a single statement and returns their ids in input order. '
+    'Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';

@@ -1,0 +1,84 @@
+-- pushpop functions, part 3: pop.
+--
+-- pop leases messages: each becomes pending with a fresh lease token, a deadline and one more
+-- attempt. It is fenced by that token from then on (40_acknowledge.sql); a lease that runs out
+-- returns the message to the queue (60_maintenance.sql). Concurrent pops skip each other's
+-- locked rows, so they never wait on each other nor get the same message.
+
+COMMENT ON TYPE pushpop.message IS
+    'A message as the functions return it. state is ready (scheduled ones show as ready), pending, '
+    'completed or discarded; state_time is when it may be popped (ready), when it was popped '
+    '(pending) or when it finished; lease and lease_until, the lease token and its deadline, are set '
+    'while it is pending.';
+
+CREATE OR REPLACE FUNCTION pushpop.pop(
+    topic        text,
+    lease_for    interval DEFAULT '5 minutes',
+    max_messages integer  DEFAULT 1
+) RETURNS SETOF pushpop.message LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    picked uuid[];
+BEGIN
+    IF NOT coalesce(length(pop.topic) BETWEEN 1 AND 255 AND pop.lease_for > interval '0'
+                    AND pop.max_messages >= 1, false) THEN
+        PERFORM pushpop.require_topic(pop.topic);
+        PERFORM pushpop.require(pop.lease_for > interval '0', 'lease_for must be positive');
+        PERFORM pushpop.require(pop.max_messages >= 1, 'max_messages must be at least 1');
+    END IF;
+
+    -- Scheduled messages that are due join the ready ones.
+    IF EXISTS (SELECT FROM pushpop.messages AS s
+               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
+        WITH due AS MATERIALIZED (
+            SELECT s.id FROM pushpop.messages AS s
+            WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+            ORDER BY s.state_time
+            LIMIT 1000
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pushpop.messages AS m SET state = 'ready'
+        FROM due WHERE m.id = due.id;
+    END IF;
+
+    -- One message: a single UPDATE of the row its sub-select locks, planned once.
+    IF pop.max_messages = 1 THEN
+        RETURN QUERY
+        UPDATE pushpop.messages AS m
+        SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
+            attempts = m.attempts + 1, lease = gen_random_uuid()
+        WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
+                      WHERE r.state = 'ready' AND r.topic = pop.topic
+                      ORDER BY r.priority DESC, r.state_time, r.seq
+                      LIMIT 1
+                      FOR UPDATE SKIP LOCKED)
+        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until;
+        RETURN;
+    END IF;
+
+    -- A batch: lock its rows into an array first, then lease them in delivery order.
+    picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
+                    WHERE r.state = 'ready' AND r.topic = pop.topic
+                    ORDER BY r.priority DESC, r.state_time, r.seq
+                    LIMIT pop.max_messages
+                    FOR UPDATE SKIP LOCKED);
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE pushpop.messages AS m
+        SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
+            attempts = m.attempts + 1, lease = gen_random_uuid()
+        WHERE m.id = ANY (picked)
+        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until
+    )
+    SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
+           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until
+    FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
+    ORDER BY p.n;
+END $$;
+COMMENT ON FUNCTION pushpop.pop(text, interval, integer) IS
+    'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push '
+    'order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline '
+    '(lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same '
+    'message. No rows when nothing is ready.';

@@ -1,0 +1,48 @@
+-- pushpop functions, part 5: looking at messages without taking them.
+
+CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
+RETURNS SETOF pushpop.message LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.id, m.topic,
+           CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, m.lease,
+           m.created_at, m.error, m.dedup_key,
+           CASE m.state WHEN 'pending' THEN m.lease_until END
+    FROM pushpop.messages AS m WHERE m.id = find.id
+$$;
+COMMENT ON FUNCTION pushpop.find(uuid) IS
+    'Returns the message with this id, in whatever state, or no row if there is none (or it was '
+    'cleaned up).';
+
+-- Each state is counted through its own partial index, not by reading every row.
+CREATE OR REPLACE FUNCTION pushpop.stats()
+RETURNS TABLE (topic text, ready bigint, scheduled bigint, pending bigint, completed bigint,
+               discarded bigint, oldest_ready timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH counts AS (
+        SELECT r.topic, count(*) AS ready, 0::bigint AS scheduled, 0::bigint AS pending,
+               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready
+        FROM pushpop.messages AS r WHERE r.state = 'ready' GROUP BY r.topic
+        UNION ALL
+        SELECT s.topic, count(*) FILTER (WHERE s.state_time <= now()),
+               count(*) FILTER (WHERE s.state_time > now()), 0, 0, 0,
+               min(s.state_time) FILTER (WHERE s.state_time <= now())
+        FROM pushpop.messages AS s WHERE s.state = 'scheduled' GROUP BY s.topic
+        UNION ALL
+        SELECT p.topic, 0, 0, count(*), 0, 0, NULL
+        FROM pushpop.messages AS p WHERE p.state = 'pending' GROUP BY p.topic
+        UNION ALL
+        SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
+               count(*) FILTER (WHERE f.state = 'discarded'), NULL
+        FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
+    )
+    SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
+           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
+    FROM counts AS c
+    GROUP BY c.topic
+    ORDER BY c.topic
+$$;
+COMMENT ON FUNCTION pushpop.stats() IS
+    'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, '
+    'and the earliest state_time among those ready now.';

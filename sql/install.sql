@@ -1,0 +1,37 @@
+-- Installs pushpop into the current database, or upgrades it, in one transaction:
+--
+--     psql -v ON_ERROR_STOP=1 -f sql/install.sql
+--
+-- It does what `pushpop migrate` does: the prelude, then each numbered migration the database
+-- has not seen, then every function file. Run it as the role that owns schema pushpop (on a
+-- first install: a role with CREATE on the database, and CREATEROLE until the pushpop roles
+-- exist).
+
+\set ON_ERROR_STOP on
+BEGIN;
+
+\ir prelude.sql
+
+SELECT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 1 AND name = 'core') AS pending \gset
+\if :pending
+\ir upgrade/prerelease.sql
+\endif
+
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 1) AS pending \gset
+\if :pending
+\ir migrations/0001_baseline.sql
+\endif
+
+\ir functions/10_checks.sql
+\ir functions/20_push.sql
+\ir functions/30_pop.sql
+\ir functions/40_acknowledge.sql
+\ir functions/50_inspect.sql
+\ir functions/60_maintenance.sql
+\ir functions/70_wakeups.sql
+\ir functions/80_workers.sql
+\ir functions/90_security.sql
+-- `pushpop migrate` applies the function files again next time: it cannot tell they are current.
+DELETE FROM pushpop.schema_functions;
+
+COMMIT;
