@@ -120,7 +120,8 @@ def _migrate(conn: psycopg.Connection[Any]) -> list[str]:
         for migration in known:
             if migration.version not in done:
                 applied.append(_run(conn, migration.path))
-                if conn.execute(_APPLIED + " WHERE version = %s", [migration.version]).rowcount != 1:
+                recorded = conn.execute(_APPLIED + " WHERE version = %s", [migration.version])
+                if recorded.rowcount != 1:
                     raise MigrationError(f"{relative(migration.path)} did not record itself")
         files = function_files()
         checksum = functions_checksum(files)

@@ -22,7 +22,17 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 1) AS p
 \ir migrations/0001_baseline.sql
 \endif
 
-\ir functions/10_checks.sql
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 2) AS pending \gset
+\if :pending
+\ir migrations/0002_wakeups_never_block.sql
+\endif
+
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 3) AS pending \gset
+\if :pending
+\ir migrations/0003_access_control.sql
+\endif
+
+\ir functions/10_basics.sql
 \ir functions/20_push.sql
 \ir functions/30_pop.sql
 \ir functions/40_acknowledge.sql

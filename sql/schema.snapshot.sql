@@ -7,6 +7,8 @@
 
 CREATE ROLE pushpop_producer NOLOGIN;
 CREATE ROLE pushpop_consumer NOLOGIN;
+GRANT pushpop_maintainer TO pushpop_consumer;
+CREATE ROLE pushpop_maintainer NOLOGIN;
 CREATE ROLE pushpop_admin NOLOGIN;
 
 -- Schema
@@ -14,6 +16,7 @@ CREATE ROLE pushpop_admin NOLOGIN;
 CREATE SCHEMA pushpop;
 GRANT USAGE ON SCHEMA pushpop TO pushpop_admin;
 GRANT USAGE ON SCHEMA pushpop TO pushpop_consumer;
+GRANT USAGE ON SCHEMA pushpop TO pushpop_maintainer;
 GRANT USAGE ON SCHEMA pushpop TO pushpop_producer;
 
 -- Table pushpop.schema_migrations
@@ -83,9 +86,9 @@ COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state 
 CREATE UNLOGGED TABLE pushpop.waiting (
     topic text NOT NULL,
     consumer uuid NOT NULL,
-    since timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT waiting_pkey PRIMARY KEY (topic, consumer)
+    since timestamp with time zone DEFAULT now() NOT NULL
 ) WITH (fillfactor=50);
+CREATE INDEX waiting_topic ON pushpop.waiting USING btree (topic);
 COMMENT ON TABLE pushpop.waiting IS 'Consumers waiting for a NOTIFY on channel pushpop, by topic. Private: use pushpop.wait_for_push().';
 
 -- Table pushpop.workers
@@ -98,9 +101,31 @@ CREATE TABLE pushpop.workers (
     concurrency integer NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    registered_by name,
     CONSTRAINT workers_pkey PRIMARY KEY (id)
 ) WITH (fillfactor=50);
 COMMENT ON TABLE pushpop.workers IS 'Running workers and their last heartbeat. Private: use pushpop.workers() and the worker_* functions.';
+
+-- Table pushpop.topic_grants
+
+CREATE TABLE pushpop.topic_grants (
+    grantee name NOT NULL,
+    pattern text NOT NULL,
+    privilege text NOT NULL,
+    granted_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT topic_grants_pkey PRIMARY KEY (grantee, pattern, privilege)
+);
+COMMENT ON TABLE pushpop.topic_grants IS 'Which roles may push to or pop from which topics; pattern is a topic, or a prefix ending in *. Private: use pushpop.grant_topics(), pushpop.revoke_topics() and pushpop.topic_grants().';
+
+-- Table pushpop.maintenance_leader
+
+CREATE TABLE pushpop.maintenance_leader (
+    one_row boolean DEFAULT true NOT NULL,
+    worker uuid NOT NULL,
+    until timestamp with time zone NOT NULL,
+    CONSTRAINT maintenance_leader_pkey PRIMARY KEY (one_row)
+);
+COMMENT ON TABLE pushpop.maintenance_leader IS 'The worker that runs maintenance for all, while its lease lasts. Private: use pushpop.lead_maintenance().';
 
 -- Routine pushpop.require(boolean,text)
 
@@ -134,6 +159,79 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.require_topic(text) IS 'Raises invalid_parameter_value (22023) unless topic is 1 to 255 characters.';
 
+-- Routine pushpop.define_setting(text,text,text)
+
+CREATE OR REPLACE PROCEDURE pushpop.define_setting(IN name text, IN result_type text, IN value text)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET lock_timeout TO '5s'
+AS $procedure$
+BEGIN
+    -- One change at a time, and none during a migration: concurrent redefinitions of a
+    -- function fail. Only pushpop's owner can take this lock.
+    BEGIN
+        LOCK TABLE pushpop.schema_migrations IN EXCLUSIVE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'pushpop: a migration or another change of settings is running; try again'
+            USING ERRCODE = 'lock_not_available';
+    END;
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION pushpop.%I() RETURNS %s LANGUAGE sql IMMUTABLE '
+        'SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+        define_setting.name, define_setting.result_type, 'SELECT ' || define_setting.value);
+END $procedure$;
+COMMENT ON PROCEDURE pushpop.define_setting(text,text,text) IS 'Used by the functions that change a setting of this database: redefines pushpop.<name>() to return value, a constant of result_type.';
+
+-- Routine pushpop.topic_grants_in_use()
+
+CREATE OR REPLACE FUNCTION pushpop.topic_grants_in_use()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT false$function$;
+COMMENT ON FUNCTION pushpop.topic_grants_in_use() IS 'True once any topic grant exists in this database (pushpop.grant_topics): from then on every role but pushpop_admin and the owner may use only the topics granted to it.';
+
+-- Routine pushpop.may(text,text)
+
+CREATE OR REPLACE FUNCTION pushpop.may(privilege text, topic text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT NOT pushpop.topic_grants_in_use()
+        OR pg_has_role(session_user, 'pushpop_admin', 'USAGE')
+        OR EXISTS (SELECT FROM pg_namespace AS n
+                   WHERE n.nspname = 'pushpop' AND n.nspowner = session_user::regrole)
+        OR EXISTS (SELECT FROM pushpop.topic_grants AS g JOIN pg_roles AS r ON r.rolname = g.grantee
+                   WHERE g.privilege = may.privilege
+                     AND (g.pattern = may.topic
+                          OR (right(g.pattern, 1) = '*' AND starts_with(may.topic, left(g.pattern, -1))))
+                     AND pg_has_role(session_user, r.oid, 'USAGE'))
+$function$;
+COMMENT ON FUNCTION pushpop.may(text,text) IS 'Whether the role logged in (session_user) may push to or pop from the topic: always while no topic grant exists, else when pushpop.grant_topics granted it that privilege on a matching pattern (to it or a role it belongs to), or it is pushpop_admin or the owner.';
+
+-- Routine pushpop.require_grant(text,text)
+
+CREATE OR REPLACE FUNCTION pushpop.require_grant(privilege text, topic text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT pushpop.may(require_grant.privilege, require_grant.topic) THEN
+        RAISE EXCEPTION 'pushpop: role % may not % topic %', session_user,
+            CASE require_grant.privilege WHEN 'push' THEN 'push to' ELSE 'pop from' END,
+            quote_literal(require_grant.topic)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'An administrator grants it with pushpop.grant_topics().';
+    END IF;
+END $function$;
+COMMENT ON FUNCTION pushpop.require_grant(text,text) IS 'Raises insufficient_privilege (42501) unless pushpop.may(privilege, topic).';
+
 -- Routine pushpop.set_max_payload_bytes(integer)
 
 CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
@@ -141,23 +239,11 @@ CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
- SET lock_timeout TO '10s'
 AS $function$
 BEGIN
     PERFORM pushpop.require(set_max_payload_bytes.max_bytes BETWEEN 1 AND 1073741824,
                             'max_bytes must be between 1 and 1073741824 (1 GiB)');
-    -- One change at a time, and none during a migration: concurrent redefinitions of a
-    -- function fail. Only pushpop's owner can take this lock.
-    BEGIN
-        LOCK TABLE pushpop.schema_migrations IN EXCLUSIVE MODE;
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'pushpop: a migration or another set_max_payload_bytes is running; try again'
-            USING ERRCODE = 'lock_not_available';
-    END;
-    EXECUTE format(
-        'CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes() RETURNS integer '
-        'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
-        'SELECT ' || set_max_payload_bytes.max_bytes);
+    CALL pushpop.define_setting('max_payload_bytes', 'integer', set_max_payload_bytes.max_bytes::text);
     RETURN set_max_payload_bytes.max_bytes;
 END $function$;
 COMMENT ON FUNCTION pushpop.set_max_payload_bytes(integer) IS 'Sets the largest payload push and push_many accept in this database, in bytes (1 to 1 GiB), and returns it. Pushes check the new limit from their next transaction on. Messages already queued are not affected.';
@@ -184,8 +270,9 @@ CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interva
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    new_id uuid := coalesce(push.id, gen_random_uuid());
-    got    uuid;
+    new_id   uuid := coalesce(push.id, gen_random_uuid());
+    got      uuid;
+    taken_by text;
 BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
@@ -201,6 +288,9 @@ BEGIN
         -- The unique index on (topic, dedup_key) cannot hold longer keys.
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
                                               octet_length(push.dedup_key)));
+    END IF;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('push', push.topic);
     END IF;
     IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
         RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
@@ -224,7 +314,12 @@ BEGIN
             RETURN got;
         END IF;
         -- Nothing inserted: this id exists already, or a live message holds the dedup_key.
-        SELECT m.id INTO got FROM pushpop.messages AS m WHERE m.id = new_id;
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+        IF taken_by IS DISTINCT FROM push.topic AND got IS NOT NULL THEN
+            -- Idempotency is per topic: a message of another topic is no copy of this one.
+            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
+                                                  new_id));
+        END IF;
         IF got IS NULL THEN
             SELECT m.id INTO got FROM pushpop.messages AS m
             WHERE m.topic = push.topic AND m.dedup_key = push.dedup_key
@@ -236,7 +331,7 @@ BEGIN
         -- The conflicting message finished in between: try the insert again.
     END LOOP;
 END $function$;
-COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that exists already, or a dedup_key held by a ready or pending message of the topic, inserts nothing and returns the existing id. A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
+COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
 GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer) TO pushpop_producer;
 
@@ -264,6 +359,9 @@ BEGIN
                                 'payloads must not contain NULL');
         PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(false, 'priority must not be NULL');
+    END IF;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
     SELECT p.n, octet_length(p.payload) AS bytes INTO too_big
     FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
@@ -314,14 +412,17 @@ BEGIN
         PERFORM pushpop.require(pop.max_messages >= 1, 'max_messages must be at least 1');
     END IF;
 
-    -- Scheduled messages that are due join the ready ones.
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', pop.topic);
+    END IF;
+
+    -- Scheduled messages that are due join the ready ones, all of them, so the order of
+    -- delivery holds however many fall due at once.
     IF EXISTS (SELECT FROM pushpop.messages AS s
                WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
         WITH due AS MATERIALIZED (
             SELECT s.id FROM pushpop.messages AS s
             WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
-            ORDER BY s.state_time
-            LIMIT 1000
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pushpop.messages AS m SET state = 'ready'
@@ -503,12 +604,13 @@ CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
 AS $function$
     SELECT m.id, m.topic,
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, m.lease,
+           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
            CASE m.state WHEN 'pending' THEN m.lease_until END
-    FROM pushpop.messages AS m WHERE m.id = find.id
+    FROM pushpop.messages AS m
+    WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
 $function$;
-COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up).';
+COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up, or its topic is not granted to the caller). Its lease token is never shown: only the consumer that popped it holds it.';
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_consumer;
 
@@ -540,12 +642,50 @@ AS $function$
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
            sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
     FROM counts AS c
+    WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
     ORDER BY c.topic
 $function$;
-COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now.';
+COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now. Topics not granted to the caller are left out.';
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_consumer;
+
+-- Routine pushpop.lead_maintenance(uuid,interval)
+
+CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '00:00:30'::interval)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require(lead_maintenance.worker IS NOT NULL, 'worker must not be NULL');
+    PERFORM pushpop.require(lead_maintenance.lease_for > interval '0', 'lease_for must be positive');
+    INSERT INTO pushpop.maintenance_leader AS l (worker, until)
+    VALUES (lead_maintenance.worker, now() + lead_maintenance.lease_for)
+    ON CONFLICT (one_row) DO UPDATE SET worker = excluded.worker, until = excluded.until
+    WHERE l.worker = excluded.worker OR l.until < now();
+    RETURN FOUND;
+END $function$;
+COMMENT ON FUNCTION pushpop.lead_maintenance(uuid,interval) IS 'Makes worker the maintenance leader for lease_for, or renews its lead; false while another worker leads. The leader calls it at least once per lease and runs requeue_expired, cleanup and prune_workers while it gets true.';
+GRANT EXECUTE ON ROUTINE pushpop.lead_maintenance(uuid,interval) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.lead_maintenance(uuid,interval) TO pushpop_maintainer;
+
+-- Routine pushpop.resign_maintenance(uuid)
+
+CREATE OR REPLACE FUNCTION pushpop.resign_maintenance(worker uuid)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    DELETE FROM pushpop.maintenance_leader AS l WHERE l.worker = resign_maintenance.worker;
+    RETURN FOUND;
+END $function$;
+COMMENT ON FUNCTION pushpop.resign_maintenance(uuid) IS 'Ends worker''s lead at once (a worker stopping cleanly), so another takes over without waiting for the lease to run out. True if it led.';
+GRANT EXECUTE ON ROUTINE pushpop.resign_maintenance(uuid) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.resign_maintenance(uuid) TO pushpop_maintainer;
 
 -- Routine pushpop.requeue_expired()
 
@@ -581,7 +721,7 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.requeue_expired() IS 'Returns every pending message whose lease deadline has passed to the queue, or discards it once it has used max_attempts (error says why). Returns how many messages it moved.';
 GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_consumer;
+GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_maintainer;
 
 -- Routine pushpop.cleanup(interval,integer)
 
@@ -610,7 +750,7 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.cleanup(interval,integer) IS 'Deletes completed and discarded messages that finished more than grace ago, oldest first, at most max_rows (NULL: all). Call it repeatedly with a max_rows such as 10000, each call its own transaction, to keep locks short. Returns how many it deleted.';
 GRANT EXECUTE ON ROUTINE pushpop.cleanup(interval,integer) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.cleanup(interval,integer) TO pushpop_consumer;
+GRANT EXECUTE ON ROUTINE pushpop.cleanup(interval,integer) TO pushpop_maintainer;
 
 -- Routine pushpop.purge(text)
 
@@ -645,10 +785,10 @@ BEGIN
     -- Rows another transaction is waking already are skipped: it notifies for them.
     WITH woken AS (
         DELETE FROM pushpop.waiting AS w
-        WHERE (w.topic, w.consumer) IN (
-            SELECT x.topic, x.consumer FROM pushpop.waiting AS x
+        WHERE w.ctid = ANY (ARRAY(
+            SELECT x.ctid FROM pushpop.waiting AS x
             WHERE x.topic = ANY (wake.topics)
-            FOR UPDATE SKIP LOCKED)
+            FOR UPDATE SKIP LOCKED))
         RETURNING w.topic
     )
     SELECT count(pg_notify('pushpop', t.topic)) INTO notified
@@ -669,9 +809,19 @@ BEGIN
     PERFORM pushpop.require(wait_for_push.consumer IS NOT NULL, 'consumer must not be NULL');
     PERFORM pushpop.require(cardinality(wait_for_push.topics) >= 1, 'topics must not be empty');
     PERFORM pushpop.require_topic(t) FROM unnest(wait_for_push.topics) AS t;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', t) FROM unnest(wait_for_push.topics) AS t;
+    END IF;
+    -- The consumer's earlier rows go, except those a producer is waking right now (it holds
+    -- them until it commits, and they vanish then): waiting for it could take as long as the
+    -- producer's transaction.
+    DELETE FROM pushpop.waiting AS w
+    WHERE w.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM pushpop.waiting AS x
+        WHERE x.consumer = wait_for_push.consumer
+        FOR UPDATE SKIP LOCKED));
     INSERT INTO pushpop.waiting AS w (topic, consumer)
-    SELECT DISTINCT t, wait_for_push.consumer FROM unnest(wait_for_push.topics) AS t
-    ON CONFLICT ON CONSTRAINT waiting_pkey DO UPDATE SET since = now();
+    SELECT DISTINCT t, wait_for_push.consumer FROM unnest(wait_for_push.topics) AS t;
 END $function$;
 COMMENT ON FUNCTION pushpop.wait_for_push(uuid,text[]) IS 'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then sends a NOTIFY (payload: the topic) and ends the registration. Wait about 100 ms (or until notified) after this call and pop once more: a push that was committing as you called did not notify. If that pop is empty, sleep, unless a notification came during the wait: it ended the registration, so call again first. consumer is any id of your own; calling again renews it. Registrations older than a minute are dropped by prune_workers() unless consumer is a live worker (pushpop.worker_heartbeat), so any other sleeper renews its registration each time it wakes.';
 GRANT EXECUTE ON ROUTINE pushpop.wait_for_push(uuid,text[]) TO pushpop_admin;
@@ -692,12 +842,21 @@ BEGIN
     PERFORM pushpop.require(cardinality(worker_heartbeat.topics) >= 1, 'topics must not be empty');
     PERFORM pushpop.require_topic(t) FROM unnest(worker_heartbeat.topics) AS t;
     PERFORM pushpop.require(worker_heartbeat.concurrency >= 1, 'concurrency must be at least 1');
-    INSERT INTO pushpop.workers AS w (id, host, pid, topics, concurrency)
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', t) FROM unnest(worker_heartbeat.topics) AS t;
+    END IF;
+    INSERT INTO pushpop.workers AS w (id, host, pid, topics, concurrency, registered_by)
     VALUES (worker_heartbeat.id, worker_heartbeat.host, worker_heartbeat.pid,
-            worker_heartbeat.topics, worker_heartbeat.concurrency)
-    ON CONFLICT ON CONSTRAINT workers_pkey DO UPDATE SET heartbeat_at = now();
+            worker_heartbeat.topics, worker_heartbeat.concurrency, session_user)
+    ON CONFLICT ON CONSTRAINT workers_pkey
+    DO UPDATE SET heartbeat_at = now(), registered_by = session_user
+    WHERE w.registered_by IS NULL OR w.registered_by = session_user;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pushpop: worker % is registered by another role', worker_heartbeat.id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
 END $function$;
-COMMENT ON FUNCTION pushpop.worker_heartbeat(uuid,text,integer,text[],integer) IS 'Registers a worker on its first call and records a heartbeat on every later one. topics follow the rules of pop (1 to 255 characters each). A worker calls it every few seconds; one that stops calling drops out of pushpop.workers().';
+COMMENT ON FUNCTION pushpop.worker_heartbeat(uuid,text,integer,text[],integer) IS 'Registers a worker on its first call and records a heartbeat on every later one; only the role that registered an id may heartbeat it. topics follow the rules of pop (1 to 255 characters each, granted to the caller). A worker calls it every few seconds; one that stops calling drops out of pushpop.workers().';
 GRANT EXECUTE ON ROUTINE pushpop.worker_heartbeat(uuid,text,integer,text[],integer) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.worker_heartbeat(uuid,text,integer,text[],integer) TO pushpop_consumer;
 
@@ -710,11 +869,18 @@ CREATE OR REPLACE FUNCTION pushpop.worker_stopped(id uuid)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    DELETE FROM pushpop.waiting AS w WHERE w.consumer = worker_stopped.id;
-    DELETE FROM pushpop.workers AS w WHERE w.id = worker_stopped.id;
+    -- Rows a producer is waking right now vanish when it commits; waiting for them could take
+    -- as long as the producer's transaction.
+    DELETE FROM pushpop.waiting AS w
+    WHERE w.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM pushpop.waiting AS x
+        WHERE x.consumer = worker_stopped.id
+        FOR UPDATE SKIP LOCKED));
+    DELETE FROM pushpop.workers AS w
+    WHERE w.id = worker_stopped.id AND w.registered_by = session_user;
     RETURN FOUND;
 END $function$;
-COMMENT ON FUNCTION pushpop.worker_stopped(uuid) IS 'Removes a worker from the registry (and from the consumers waiting for a push) when it shuts down cleanly. True if it was registered.';
+COMMENT ON FUNCTION pushpop.worker_stopped(uuid) IS 'Removes a worker from the registry (and from the consumers waiting for a push) when it shuts down cleanly. True if it was registered, by the calling role.';
 GRANT EXECUTE ON ROUTINE pushpop.worker_stopped(uuid) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.worker_stopped(uuid) TO pushpop_consumer;
 
@@ -749,16 +915,20 @@ BEGIN
     PERFORM pushpop.require(prune_workers.stale_after > interval '0', 'stale_after must be positive');
     -- A live worker's registration stays however long it sleeps between polls.
     DELETE FROM pushpop.waiting AS w
-    WHERE w.since <= now() - prune_workers.stale_after
-      AND NOT EXISTS (SELECT FROM pushpop.workers AS k
-                      WHERE k.id = w.consumer AND k.heartbeat_at > now() - prune_workers.stale_after);
+    WHERE w.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM pushpop.waiting AS x
+        WHERE x.since <= now() - prune_workers.stale_after
+          AND NOT EXISTS (SELECT FROM pushpop.workers AS k
+                          WHERE k.id = x.consumer
+                            AND k.heartbeat_at > now() - prune_workers.stale_after)
+        FOR UPDATE SKIP LOCKED));
     DELETE FROM pushpop.workers AS w WHERE w.heartbeat_at <= now() - prune_workers.stale_after;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END $function$;
 COMMENT ON FUNCTION pushpop.prune_workers(interval) IS 'Deletes registry entries of workers that stopped heartbeating more than stale_after ago (they crashed or were killed), and waiting registrations (pushpop.wait_for_push) as old unless they belong to a live worker. Returns how many workers it removed.';
 GRANT EXECUTE ON ROUTINE pushpop.prune_workers(interval) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.prune_workers(interval) TO pushpop_consumer;
+GRANT EXECUTE ON ROUTINE pushpop.prune_workers(interval) TO pushpop_maintainer;
 
 -- Routine pushpop.lock_down(regprocedure,text[])
 
@@ -776,13 +946,108 @@ BEGIN
         RAISE EXCEPTION 'pushpop: % must be SECURITY DEFINER with SET search_path = pg_catalog, pg_temp',
             lock_down.routine;
     END IF;
-    EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', lock_down.routine);
+    -- The grants below are the whole truth for pushpop's roles; other roles keep theirs.
+    EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC, pushpop_producer, pushpop_consumer, '
+                   'pushpop_maintainer, pushpop_admin', lock_down.routine);
     FOREACH role_name IN ARRAY lock_down.roles LOOP
         EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', lock_down.routine, role_name);
     END LOOP;
 END $procedure$;
-COMMENT ON PROCEDURE pushpop.lock_down(regprocedure,text[]) IS 'Used by pushpop''s own install: revokes PUBLIC''s right to call one of pushpop''s routines, checks that it runs as its owner with a pinned search_path, and grants it to roles.';
+COMMENT ON PROCEDURE pushpop.lock_down(regprocedure,text[]) IS 'Used by pushpop''s own install: revokes PUBLIC''s and the pushpop roles'' right to call one of pushpop''s routines, checks that it runs as its owner with a pinned search_path, and grants it to roles.';
+
+-- Routine pushpop.grant_topics(regrole,text[],text[])
+
+CREATE OR REPLACE FUNCTION pushpop.grant_topics(role regrole, patterns text[], privileges text[] DEFAULT '{push,pop}'::text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    added integer;
+BEGIN
+    PERFORM pushpop.require(grant_topics.role IS NOT NULL, 'role must not be NULL');
+    PERFORM pushpop.require(cardinality(grant_topics.patterns) >= 1, 'patterns must not be empty');
+    PERFORM pushpop.require(cardinality(grant_topics.privileges) >= 1, 'privileges must not be empty');
+    PERFORM pushpop.require(p IS NOT NULL AND length(p) BETWEEN 1 AND 255
+                            AND strpos(left(p, -1), '*') = 0,
+                            format('pattern %s must be a topic, or a prefix ending in * (1 to 255 characters)',
+                                   coalesce(quote_literal(p), 'NULL')))
+    FROM unnest(grant_topics.patterns) AS p;
+    PERFORM pushpop.require(v IN ('push', 'pop'),
+                            format('privilege %s must be push or pop', coalesce(quote_literal(v), 'NULL')))
+    FROM unnest(grant_topics.privileges) AS v;
+    INSERT INTO pushpop.topic_grants (grantee, pattern, privilege)
+    SELECT grant_topics.role::text, p, v
+    FROM unnest(grant_topics.patterns) AS p, unnest(grant_topics.privileges) AS v
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF NOT pushpop.topic_grants_in_use() THEN
+        CALL pushpop.define_setting('topic_grants_in_use', 'boolean', 'true');
+    END IF;
+    RETURN added;
+END $function$;
+COMMENT ON FUNCTION pushpop.grant_topics(regrole,text[],text[]) IS 'Lets role (and the roles that belong to it) push to and/or pop from the topics matching patterns: a topic, or a prefix ending in * ("billing.*"; "*" is every topic). pop covers popping, find, stats and wake-ups. From the first grant on, every role but pushpop_admin and the owner may use only its granted topics. Returns how many grants it added.';
+GRANT EXECUTE ON ROUTINE pushpop.grant_topics(regrole,text[],text[]) TO pushpop_admin;
+
+-- Routine pushpop.revoke_topics(regrole,text[],text[])
+
+CREATE OR REPLACE FUNCTION pushpop.revoke_topics(role regrole, patterns text[] DEFAULT NULL::text[], privileges text[] DEFAULT NULL::text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    removed integer;
+BEGIN
+    PERFORM pushpop.require(revoke_topics.role IS NOT NULL, 'role must not be NULL');
+    DELETE FROM pushpop.topic_grants AS g
+    WHERE g.grantee = revoke_topics.role::text
+      AND (revoke_topics.patterns IS NULL OR g.pattern = ANY (revoke_topics.patterns))
+      AND (revoke_topics.privileges IS NULL OR g.privilege = ANY (revoke_topics.privileges));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $function$;
+COMMENT ON FUNCTION pushpop.revoke_topics(regrole,text[],text[]) IS 'Removes role''s topic grants on patterns (NULL: all) for privileges (NULL: both); returns how many. Topic grants stay in force for every role, even once none is left, until pushpop.stop_topic_grants().';
+GRANT EXECUTE ON ROUTINE pushpop.revoke_topics(regrole,text[],text[]) TO pushpop_admin;
+
+-- Routine pushpop.stop_topic_grants()
+
+CREATE OR REPLACE FUNCTION pushpop.stop_topic_grants()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    removed integer;
+BEGIN
+    DELETE FROM pushpop.topic_grants;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    CALL pushpop.define_setting('topic_grants_in_use', 'boolean', 'false');
+    RETURN removed;
+END $function$;
+COMMENT ON FUNCTION pushpop.stop_topic_grants() IS 'Removes every topic grant and lets every pushpop role use every topic again, as before the first grant. Returns how many grants it removed.';
+GRANT EXECUTE ON ROUTINE pushpop.stop_topic_grants() TO pushpop_admin;
+
+-- Routine pushpop.topic_grants()
+
+CREATE OR REPLACE FUNCTION pushpop.topic_grants()
+ RETURNS TABLE(role text, pattern text, privilege text, granted_at timestamp with time zone)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT g.grantee::text, g.pattern, g.privilege, g.granted_at
+    FROM pushpop.topic_grants AS g
+    ORDER BY g.grantee, g.pattern, g.privilege
+$function$;
+COMMENT ON FUNCTION pushpop.topic_grants() IS 'Every topic grant: which role may push to or pop from which topics.';
+GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 
 -- Applied migrations
 
 -- migration 1: baseline
+-- migration 2: wakeups_never_block
+-- migration 3: access_control

@@ -31,7 +31,7 @@ HEADER = (
     "-- For review and drift detection only: install with sql/install.sql or `pushpop migrate`.\n"
     "-- Objects come in the order the SQL files first name them; owners are left out.\n"
 )
-ROLES = ("pushpop_producer", "pushpop_consumer", "pushpop_admin")
+ROLES = ("pushpop_producer", "pushpop_consumer", "pushpop_maintainer", "pushpop_admin")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 # Grants to anyone but the owner, as GRANT statements ("PUBLIC" for grantee 0). A NULL ACL
@@ -70,7 +70,8 @@ SELECT n.nspname, 'CREATE SCHEMA ' || n.nspname || ';'
        || coalesce(chr(10) || (SELECT 'COMMENT ON SCHEMA ' || n.nspname || ' IS '
                                       || quote_literal(d.description) || ';'
                                FROM pg_description d
-                               WHERE d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass), '')
+                               WHERE d.objoid = n.oid
+                                 AND d.classoid = 'pg_namespace'::regclass), '')
        || coalesce(chr(10) || ("""
     + _grants("'SCHEMA ' || n.nspname", "n.nspacl", "'n'", "n.nspowner")
     + """), '')
@@ -96,7 +97,8 @@ SELECT c.relname,
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                UNION ALL
-               SELECT 1, 0, 'CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid)
+               SELECT 1, 0,
+                      'CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid)
                FROM pg_constraint k WHERE k.conrelid = c.oid
            ) AS col(sort, sub, line))
        || chr(10) || ')'
@@ -104,16 +106,18 @@ SELECT c.relname,
        || coalesce(chr(10) || (SELECT string_agg(pg_get_indexdef(x.indexrelid) || ';', chr(10)
                                                  ORDER BY x.indexrelid::regclass::text)
                                FROM pg_index x WHERE x.indrelid = c.oid AND NOT x.indisprimary), '')
-       || coalesce(chr(10) || (SELECT string_agg(pg_get_triggerdef(g.oid) || ';', chr(10) ORDER BY g.tgname)
-                               FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), '')
-       || coalesce(chr(10) || (SELECT string_agg(
-                                   'COMMENT ON ' || CASE WHEN d.objsubid = 0 THEN 'TABLE ' || c.oid::regclass
-                                   ELSE 'COLUMN ' || c.oid::regclass || '.' || quote_ident(a.attname) END
-                                   || ' IS ' || quote_literal(d.description) || ';',
-                                   chr(10) ORDER BY d.objsubid)
-                               FROM pg_description d
-                               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
-                               WHERE d.objoid = c.oid AND d.classoid = 'pg_class'::regclass), '')
+       || coalesce(chr(10) || (
+           SELECT string_agg(pg_get_triggerdef(g.oid) || ';', chr(10) ORDER BY g.tgname)
+           FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), '')
+       || coalesce(chr(10) || (
+           SELECT string_agg(
+               'COMMENT ON ' || CASE WHEN d.objsubid = 0 THEN 'TABLE ' || c.oid::regclass
+               ELSE 'COLUMN ' || c.oid::regclass || '.' || quote_ident(a.attname) END
+               || ' IS ' || quote_literal(d.description) || ';',
+               chr(10) ORDER BY d.objsubid)
+           FROM pg_description d
+           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+           WHERE d.objoid = c.oid AND d.classoid = 'pg_class'::regclass), '')
        || coalesce(chr(10) || ("""
     + _grants("'TABLE ' || c.oid::regclass", "c.relacl", "'r'", "c.relowner")
     + """), '')
@@ -125,7 +129,8 @@ WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')
 _TYPES = """
 SELECT t.typname,
        'CREATE TYPE ' || t.oid::regtype || ' AS (' || chr(10)
-       || (SELECT string_agg('    ' || quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod),
+       || (SELECT string_agg('    ' || quote_ident(a.attname) || ' '
+                             || format_type(a.atttypid, a.atttypmod),
                              ',' || chr(10) ORDER BY a.attnum)
            FROM pg_attribute a
            WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
@@ -167,7 +172,9 @@ def story_order() -> dict[str, int]:
     the order the dump follows."""
     root = migrations.sql_dir()
     files = [root / "prelude.sql", *(m.path for m in migrations.available())]
-    text = "\n".join(path.read_text(encoding="utf-8") for path in files + migrations.function_files())
+    text = "\n".join(
+        path.read_text(encoding="utf-8") for path in files + migrations.function_files()
+    )
     kinds = {"TABLE": "Table", "TYPE": "Type", "FUNCTION": "Routine", "PROCEDURE": "Routine"}
     order: dict[str, int] = {}
     pattern = r"(TABLE|TYPE|FUNCTION|PROCEDURE)\s+(?:IF NOT EXISTS\s+)?pushpop\.(\w+)"

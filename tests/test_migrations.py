@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 Conn = psycopg.Connection[tuple[Any, ...]]
 PRERELEASE = Path(__file__).resolve().parent / "old_layouts" / "prerelease"
 FUNCTION_FILES = [migrations.relative(path) for path in migrations.function_files()]
+NUMBERED = [migrations.relative(m.path) for m in migrations.available()]
+NEXT = len(NUMBERED) + 1  # the version a new numbered file takes
 
 
 def recorded(dsn: str) -> list[tuple[Any, ...]]:
@@ -69,7 +71,7 @@ def copy_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_migrate_installs_the_baseline_and_every_function_file(empty_dsn: str) -> None:
     applied = migrations.migrate(empty_dsn)
-    assert applied == ["migrations/0001_baseline.sql", *FUNCTION_FILES]
+    assert applied == [*NUMBERED, *FUNCTION_FILES]
     assert recorded(empty_dsn) == [(m.version, m.name) for m in migrations.available()]
 
 
@@ -98,8 +100,8 @@ def test_concurrent_first_installs_both_succeed_and_apply_each_file_once(empty_d
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert sorted(map(len, results)) == [0, 0, 1 + len(FUNCTION_FILES)]
-    assert recorded(empty_dsn) == [(1, "baseline")]
+    assert sorted(map(len, results)) == [0, 0, len(NUMBERED) + len(FUNCTION_FILES)]
+    assert recorded(empty_dsn) == [(m.version, m.name) for m in migrations.available()]
 
 
 def test_install_sql_with_psql_builds_what_migrate_builds(empty_dsn: str, dsn: str) -> None:
@@ -141,7 +143,9 @@ def test_each_function_is_declared_in_exactly_one_file() -> None:
     declared: dict[str, list[str]] = {}
     for path in [*migrations.function_files(), *(m.path for m in migrations.available())]:
         text = path.read_text(encoding="utf-8")
-        for name in re.findall(r"^CREATE (?:OR REPLACE )?(?:FUNCTION|PROCEDURE) (pushpop\.\w+)", text, re.M):
+        for name in re.findall(
+            r"^CREATE (?:OR REPLACE )?(?:FUNCTION|PROCEDURE) (pushpop\.\w+)", text, re.M
+        ):
             declared.setdefault(name, []).append(migrations.relative(path))
     assert declared, "no function found"
     assert {name: files for name, files in declared.items() if len(files) > 1} == {}
@@ -163,7 +167,8 @@ def test_changed_function_files_are_applied_again_in_the_same_transaction(
         comment = conn.execute(
             "SELECT obj_description('pushpop.stats()'::regprocedure, 'pg_proc')"
         ).fetchone()
-    assert comment is not None and comment[0].startswith("Per topic:")
+    assert comment is not None
+    assert comment[0].startswith("Per topic:")
     assert migrations.migrate(dsn) == []
 
 
@@ -171,12 +176,13 @@ def test_a_new_numbered_migration_is_applied_once_and_recorded(
     dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = copy_sql(tmp_path, monkeypatch)
-    (copy / "migrations" / "0002_notes.sql").write_text(
-        "INSERT INTO pushpop.schema_migrations (version, name) VALUES (2, 'notes');\n"
+    before = recorded(dsn)
+    (copy / "migrations" / f"{NEXT:04d}_notes.sql").write_text(
+        f"INSERT INTO pushpop.schema_migrations (version, name) VALUES ({NEXT}, 'notes');\n"
         "CREATE TABLE pushpop.notes (body text);\n"
     )
-    assert migrations.migrate(dsn) == ["migrations/0002_notes.sql"]
-    assert recorded(dsn) == [(1, "baseline"), (2, "notes")]
+    assert migrations.migrate(dsn) == [f"migrations/{NEXT:04d}_notes.sql"]
+    assert recorded(dsn) == [*before, (NEXT, "notes")]
     assert migrations.migrate(dsn) == []
 
 
@@ -184,12 +190,12 @@ def test_a_failing_step_raises_naming_its_file_and_leaves_nothing_of_the_run(
     empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = copy_sql(tmp_path, monkeypatch)
-    (copy / "migrations" / "0002_broken.sql").write_text(
-        "INSERT INTO pushpop.schema_migrations (version, name) VALUES (2, 'broken');\n"
+    (copy / "migrations" / f"{NEXT:04d}_broken.sql").write_text(
+        f"INSERT INTO pushpop.schema_migrations (version, name) VALUES ({NEXT}, 'broken');\n"
         "CREATE TABLE pushpop.half_done (id int);\nSELECT 1 / 0;\n"
     )
     for _ in range(2):  # nothing was left locked: a second run fails the same way
-        with pytest.raises(MigrationError, match="migrations/0002_broken.sql failed: division"):
+        with pytest.raises(MigrationError, match=f"migrations/{NEXT:04d}_broken.sql failed: div"):
             migrations.migrate(empty_dsn)
     with psycopg.connect(empty_dsn) as conn:  # not even the baseline: one transaction
         assert conn.execute("SELECT to_regnamespace('pushpop')").fetchone() == (None,)
@@ -199,8 +205,8 @@ def test_a_migration_that_does_not_record_itself_is_refused(
     empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = copy_sql(tmp_path, monkeypatch)
-    (copy / "migrations" / "0002_silent.sql").write_text("SELECT 1;\n")
-    with pytest.raises(MigrationError, match="0002_silent.sql did not record itself"):
+    (copy / "migrations" / f"{NEXT:04d}_silent.sql").write_text("SELECT 1;\n")
+    with pytest.raises(MigrationError, match=f"{NEXT:04d}_silent.sql did not record itself"):
         migrations.migrate(empty_dsn)
 
 
@@ -208,7 +214,7 @@ def test_migration_files_numbered_with_a_gap_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = copy_sql(tmp_path, monkeypatch)
-    (copy / "migrations" / "0003_later.sql").write_text("SELECT 1;\n")
+    (copy / "migrations" / f"{NEXT + 1:04d}_later.sql").write_text("SELECT 1;\n")
     with pytest.raises(MigrationError, match="without gaps"):
         migrations.available()
 
@@ -240,7 +246,10 @@ EVERY_STATE: list[tuple[str, LiteralString]] = [
     ("held", "SELECT id FROM pushpop.pop('held', '1 hour')"),
     ("lapsed", "SELECT id FROM pushpop.pop('lapsed', '1 microsecond')"),
     ("completed", "SELECT id FROM pushpop.pop('done') AS p WHERE pushpop.complete(p.id, p.lease)"),
-    ("discarded", "SELECT id FROM pushpop.pop('gone') AS p WHERE pushpop.discard(p.id, p.lease, 'no')"),
+    (
+        "discarded",
+        "SELECT id FROM pushpop.pop('gone') AS p WHERE pushpop.discard(p.id, p.lease, 'no')",
+    ),
 ]
 ROW: LiteralString = (
     "SELECT id, topic, state, state_time, created_at, priority, attempts, max_attempts, lease,"
@@ -277,7 +286,8 @@ def test_a_prerelease_database_upgrades_keeping_every_message_setting_and_worker
             "SELECT lease FROM pushpop.messages WHERE id = %s", [ids["held"]]
         ).fetchone()
         if runner == "pushpop migrate":
-            assert migrations.migrate(empty_dsn) == ["upgrade/prerelease.sql", *FUNCTION_FILES]
+            upgrade = ["upgrade/prerelease.sql", *NUMBERED[1:], *FUNCTION_FILES]
+            assert migrations.migrate(empty_dsn) == upgrade
         else:
             assert psql(empty_dsn, migrations.sql_dir() / "install.sql") == (0, "")
         assert conn.execute(ROW).fetchall() == messages
@@ -299,7 +309,7 @@ def test_a_prerelease_database_upgrades_keeping_every_message_setting_and_worker
         ).fetchone() == ([True, False],)  # fmt: skip
         popped = conn.execute("SELECT id FROM pushpop.pop('lapsed')").fetchone()
         assert popped == (ids["lapsed"],)
-    assert recorded(empty_dsn) == [(1, "baseline")]
+    assert recorded(empty_dsn) == [(m.version, m.name) for m in migrations.available()]
 
 
 def test_a_database_with_only_some_prerelease_migrations_is_refused_untouched(
@@ -307,7 +317,9 @@ def test_a_database_with_only_some_prerelease_migrations_is_refused_untouched(
 ) -> None:
     build_prerelease(empty_dsn, upto=5)
     before = snapshot(empty_dsn)
-    with pytest.raises(MigrationError, match=r"only some of the pre-release migrations \(missing \{6,7,8\}\)"):
+    with pytest.raises(
+        MigrationError, match=r"only some of the pre-release migrations \(missing \{6,7,8\}\)"
+    ):
         migrations.migrate(empty_dsn)
     assert snapshot(empty_dsn) == before
 

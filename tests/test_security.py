@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from async_facade import SyncFacade
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from roles import Logins, made
 from waiting import wait_for
 
 import pushpop
@@ -35,16 +34,27 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 PINNED = "search_path=pg_catalog, pg_temp"
 PRODUCER = {"push", "push_many", "max_payload_bytes"}
-CONSUMER = {
-    "pop", "complete", "discard", "defer", "extend", "find", "requeue_expired", "cleanup",
-    "stats", "worker_heartbeat", "worker_stopped", "workers", "prune_workers", "complete_many",
-    "wait_for_push",
+WORKER = {
+    "pop", "complete", "discard", "defer", "extend", "find", "stats", "worker_heartbeat",
+    "worker_stopped", "workers", "complete_many", "wait_for_push",
 }  # fmt: skip
-ADMIN = PRODUCER | CONSUMER | {"purge", "set_max_payload_bytes"}
-INTERNAL = {"require", "require_topic", "lock_down", "wake"}  # called inside functions
+MAINTAINER = {
+    "requeue_expired", "cleanup", "prune_workers", "lead_maintenance", "resign_maintenance",
+}  # fmt: skip
+# pushpop_consumer belongs to pushpop_maintainer unless an operator revokes it.
+CONSUMER = WORKER | MAINTAINER
+ADMIN = PRODUCER | CONSUMER | {
+    "purge", "set_max_payload_bytes", "grant_topics", "revoke_topics", "stop_topic_grants",
+    "topic_grants",
+}  # fmt: skip
+INTERNAL = {  # called inside functions
+    "require", "require_topic", "lock_down", "wake", "define_setting", "topic_grants_in_use",
+    "may", "require_grant",
+}  # fmt: skip
 MAY_CALL = {
     "pushpop_producer": PRODUCER,
     "pushpop_consumer": CONSUMER,
+    "pushpop_maintainer": MAINTAINER,
     "pushpop_admin": ADMIN,
 }
 # The LOGIN role of each kind holds this pushpop role ("nobody" holds none).
@@ -55,63 +65,22 @@ TABLES = {  # each table, and a column to name in UPDATE
     "waiting": "topic",
     "schema_migrations": "name",
     "schema_functions": "checksum",
+    "topic_grants": "pattern",
+    "maintenance_leader": "worker",
 }
-
-
-class Logins:
-    """LOGIN roles of this run, one per kind, and conninfos that log in as them."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.password = secrets.token_urlsafe(16)
-        self.names = {
-            kind: f"pushpop_test_{os.getpid()}_{secrets.token_hex(3)}_{kind}"
-            for kind in (*KINDS, "nobody")
-        }
-
-    def create(self) -> None:
-        """Creates the roles; each kind's role is granted its pushpop role."""
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            for kind, name in self.names.items():
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(name), sql.Literal(self.password)
-                    )
-                )
-                if kind in KINDS:
-                    conn.execute(
-                        sql.SQL("GRANT {} TO {}").format(
-                            sql.Identifier(KINDS[kind]), sql.Identifier(name)
-                        )
-                    )
-
-    def drop(self) -> None:
-        """Drops the roles (they hold memberships only, no objects)."""
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            for name in self.names.values():
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-
-    def dsn(self, dsn: str, kind: str) -> str:
-        """``dsn``, logging in as the role of ``kind``."""
-        return make_conninfo(dsn, user=self.names[kind], password=self.password)
 
 
 @pytest.fixture(scope="module")
 def logins(server_conninfo: str, template_dbname: str) -> Iterator[Logins]:
     """The LOGIN roles; the template's migration has created the pushpop roles already."""
-    made = Logins(server_conninfo)
-    try:
-        made.create()
-        yield made
-    finally:
-        made.drop()
+    kinds = {kind: [role] for kind, role in KINDS.items()} | {"nobody": []}
+    with made(server_conninfo, kinds) as logins:
+        yield logins
 
 
-@contextlib.contextmanager
-def connect_as(logins: Logins, dsn: str, kind: str) -> Iterator[Conn]:
+def connect_as(logins: Logins, dsn: str, kind: str) -> contextlib.AbstractContextManager[Conn]:
     """An autocommit connection to ``dsn`` as the role of ``kind``."""
-    with psycopg.connect(logins.dsn(dsn, kind), autocommit=True) as conn:
-        yield conn
+    return logins.connect(dsn, kind)
 
 
 def one(conn: Conn, query: LiteralString, params: list[Any] | None = None) -> Any:
@@ -250,6 +219,11 @@ def at_least(low: int) -> Callable[[Any], bool]:
     return lambda value: bool(value >= low)
 
 
+LEAD_AND_RESIGN: LiteralString = (
+    "SELECT CASE WHEN pushpop.lead_maintenance(w.id) THEN pushpop.resign_maintenance(w.id) END"
+    " FROM (SELECT gen_random_uuid() AS id) AS w"
+)
+
 # Every routine: the owner's set-up (which returns the call's parameters), the call made as
 # the role, and what the first column of its reply is when the call did its documented job.
 CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
@@ -275,7 +249,12 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
         "SELECT 1 FROM pushpop.worker_heartbeat(gen_random_uuid(), 'h', 1, '{t}', 1)",
         eq(1),
     ),
-    "worker_stopped": (worker, "SELECT pushpop.worker_stopped(%s)", eq(True)),
+    "worker_stopped": (  # a worker stops its own registration
+        lambda owner: [uuid4()],
+        "SELECT pushpop.worker_stopped(w.id) FROM (SELECT %s::uuid AS id) AS w,"
+        " LATERAL pushpop.worker_heartbeat(w.id, 'h', 1, '{t}', 1)",
+        eq(True),
+    ),
     "workers": (worker, "SELECT count(*) FROM pushpop.workers() WHERE id = %s", eq(1)),
     "prune_workers": (nothing, "SELECT pushpop.prune_workers('1 minute')", at_least(0)),
     "wait_for_push": (
@@ -287,7 +266,22 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "set_max_payload_bytes": (nothing, "SELECT pushpop.set_max_payload_bytes(2048)", eq(2048)),
     "require": (nothing, "SELECT 1 FROM pushpop.require(true, 'x')", eq(1)),
     "require_topic": (nothing, "SELECT 1 FROM pushpop.require_topic('t')", eq(1)),
-    "lock_down": (nothing, "CALL pushpop.lock_down('pushpop.stats()')", eq(None)),
+    "lock_down": (nothing, "CALL pushpop.lock_down('pushpop.workers(interval)')", eq(None)),
+    "define_setting": (nothing, "CALL pushpop.define_setting('x', 'integer', '1')", eq(None)),
+    "topic_grants_in_use": (nothing, "SELECT pushpop.topic_grants_in_use()", eq(False)),
+    "may": (nothing, "SELECT pushpop.may('pop', 't')", eq(True)),
+    "require_grant": (nothing, "SELECT 1 FROM pushpop.require_grant('pop', 't')", eq(1)),
+    # A leader resigns at once: the next role's call finds the lead free.
+    "lead_maintenance": (nothing, LEAD_AND_RESIGN, eq(True)),
+    "resign_maintenance": (nothing, LEAD_AND_RESIGN, eq(True)),
+    "grant_topics": (
+        nothing,
+        "SELECT pushpop.grant_topics('pushpop_admin', '{t}', '{pop}')",
+        eq(1),
+    ),
+    "revoke_topics": (nothing, "SELECT pushpop.revoke_topics('pushpop_admin')", at_least(0)),
+    "stop_topic_grants": (nothing, "SELECT pushpop.stop_topic_grants()", at_least(0)),
+    "topic_grants": (nothing, "SELECT count(*) FROM pushpop.topic_grants()", at_least(0)),
     "wake": (nothing, "SELECT pushpop.wake('{t}')", eq(0)),
 }
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import psycopg
+import pytest
 from backdating import backdate
 from psycopg.rows import dict_row
 
@@ -49,6 +50,12 @@ def get(conn: Conn, id: UUID) -> Row:
     message = find(conn, id)
     assert message is not None, f"no message {id}"
     return message
+
+
+def lease_of(conn: Conn, id: UUID) -> UUID | None:
+    """The lease the table holds for a message (find never shows it)."""
+    lease: UUID | None = scalar(conn, "SELECT lease FROM pushpop.messages WHERE id = %s", [id])
+    return lease
 
 
 def push(conn: Conn, topic: str = "t", payload: bytes = b"x") -> UUID:
@@ -120,13 +127,21 @@ def test_push_with_delay_is_ready_only_once_due(conn: Conn) -> None:
 def test_push_with_an_existing_id_returns_it_and_inserts_nothing(conn: Conn) -> None:
     id = uuid4()
     first = scalar(conn, "SELECT pushpop.push('t', 'first', id => %s)", [id])
-    again = scalar(
-        conn, "SELECT pushpop.push('other', 'second', interval '0', 5, %s)", [id]
-    )  # fmt: skip
+    again = scalar(conn, "SELECT pushpop.push('t', 'second', interval '0', 5, %s)", [id])
     assert first == again == id
     assert count(conn) == 1
     message = get(conn, id)
     assert (message["topic"], message["payload"], message["priority"]) == ("t", b"first", 0)
+
+
+def test_push_with_an_id_taken_in_another_topic_is_refused_and_inserts_nothing(
+    conn: Conn,
+) -> None:
+    id = scalar(conn, "SELECT pushpop.push('t', 'first')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="taken by a message of another"):
+        conn.execute("SELECT pushpop.push('other', 'second', id => %s)", [id])
+    assert count(conn) == 1
+    assert get(conn, id)["topic"] == "t"
 
 
 def test_push_with_a_live_dedup_key_returns_the_existing_message(conn: Conn) -> None:
@@ -234,7 +249,7 @@ def test_pop_leases_each_message_until_now_plus_lease_for(conn: Conn) -> None:
     assert (message["state"], message["attempts"]) == ("pending", 1)
     assert (message["state_time"], message["lease_until"]) == (now, deadline)
     assert isinstance(message["lease"], UUID)
-    assert find(conn, id) == message
+    assert find(conn, id) == {**message, "lease": None}  # the lease token is the popper's alone
 
 
 def test_pop_gives_a_fresh_lease_and_one_more_attempt_each_time(conn: Conn) -> None:
@@ -337,7 +352,7 @@ def test_extend_moves_the_lease_deadline(conn: Conn) -> None:
         deadline = scalar(conn, "SELECT now() + interval '2 hours'")
     assert extended is True
     message = get(conn, id)
-    assert (message["state"], message["lease_until"], message["lease"]) == (
+    assert (message["state"], message["lease_until"], lease_of(conn, id)) == (
         "pending", deadline, lease,
     )  # fmt: skip
     named = "SELECT pushpop.extend(id => %s, lease => %s, lease_for => '1 hour')"
@@ -392,7 +407,7 @@ def test_an_old_lease_cannot_settle_a_message_requeued_and_popped_again(conn: Co
     ):
         assert scalar(conn, call, [id, old]) is False, call
     message = get(conn, id)
-    assert (message["state"], message["lease"], message["attempts"]) == ("pending", new, 2)
+    assert (message["state"], lease_of(conn, id), message["attempts"]) == ("pending", new, 2)
     assert scalar(conn, "SELECT pushpop.complete(%s, %s)", [id, new]) is True
 
 
@@ -419,3 +434,27 @@ def test_find_reports_a_delayed_message_as_ready(conn: Conn) -> None:
     message = get(conn, id)
     assert message["state"] == "ready"
     assert message["state_time"] - timedelta(hours=23) > scalar(conn, "SELECT now()")
+
+
+def test_find_never_shows_a_lease_token(conn: Conn) -> None:
+    id = push(conn)
+    assert isinstance(pop_one(conn)["lease"], UUID)
+    assert get(conn, id)["lease"] is None
+    assert isinstance(lease_of(conn, id), UUID)
+
+
+def test_pop_keeps_priority_order_however_many_scheduled_messages_fall_due_at_once(
+    conn: Conn,
+) -> None:
+    conn.execute(
+        "INSERT INTO pushpop.messages (id, topic, state, state_time, payload)"
+        " SELECT gen_random_uuid(), 't', 'scheduled', now() - interval '1 hour', 'low'"
+        " FROM generate_series(1, 1500)"
+    )
+    urgent = scalar(conn, "SELECT pushpop.push('t', 'urgent', interval '1 hour', 10)")
+    # Due a minute ago: after every low-priority one, which fell due an hour ago.
+    conn.execute(
+        "UPDATE pushpop.messages SET state_time = now() - interval '1 minute' WHERE id = %s",
+        [urgent],
+    )
+    assert pop_one(conn)["id"] == urgent

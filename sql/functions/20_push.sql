@@ -4,28 +4,13 @@
 -- (70_wakeups.sql): a NOTIFY makes its transaction take a server-wide lock at commit, so
 -- pushes under load, when every consumer is busy, never notify.
 
--- The payload limit is the constant body of max_payload_bytes(), an IMMUTABLE function that
--- PostgreSQL folds into push's cached plan as a number; set_max_payload_bytes() rewrites it.
--- Redefining a function invalidates every cached plan that used it, in every session, so
--- pushes check a new limit from their next transaction on.
 CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
 RETURNS integer LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '10s' AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pushpop.require(set_max_payload_bytes.max_bytes BETWEEN 1 AND 1073741824,
                             'max_bytes must be between 1 and 1073741824 (1 GiB)');
-    -- One change at a time, and none during a migration: concurrent redefinitions of a
-    -- function fail. Only pushpop's owner can take this lock.
-    BEGIN
-        LOCK TABLE pushpop.schema_migrations IN EXCLUSIVE MODE;
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'pushpop: a migration or another set_max_payload_bytes is running; try again'
-            USING ERRCODE = 'lock_not_available';
-    END;
-    EXECUTE format(
-        'CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes() RETURNS integer '
-        'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
-        'SELECT ' || set_max_payload_bytes.max_bytes);
+    CALL pushpop.define_setting('max_payload_bytes', 'integer', set_max_payload_bytes.max_bytes::text);
     RETURN set_max_payload_bytes.max_bytes;
 END $$;
 COMMENT ON FUNCTION pushpop.set_max_payload_bytes(integer) IS
@@ -57,8 +42,9 @@ CREATE OR REPLACE FUNCTION pushpop.push(
 ) RETURNS uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    new_id uuid := coalesce(push.id, gen_random_uuid());
-    got    uuid;
+    new_id   uuid := coalesce(push.id, gen_random_uuid());
+    got      uuid;
+    taken_by text;
 BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
@@ -74,6 +60,9 @@ BEGIN
         -- The unique index on (topic, dedup_key) cannot hold longer keys.
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
                                               octet_length(push.dedup_key)));
+    END IF;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('push', push.topic);
     END IF;
     IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
         RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
@@ -97,7 +86,12 @@ BEGIN
             RETURN got;
         END IF;
         -- Nothing inserted: this id exists already, or a live message holds the dedup_key.
-        SELECT m.id INTO got FROM pushpop.messages AS m WHERE m.id = new_id;
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+        IF taken_by IS DISTINCT FROM push.topic AND got IS NOT NULL THEN
+            -- Idempotency is per topic: a message of another topic is no copy of this one.
+            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
+                                                  new_id));
+        END IF;
         IF got IS NULL THEN
             SELECT m.id INTO got FROM pushpop.messages AS m
             WHERE m.topic = push.topic AND m.dedup_key = push.dedup_key
@@ -110,9 +104,11 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer) IS
-    'Enqueues one message and returns its id; it may be popped after delay. An id that exists already, '
-    'or a dedup_key held by a ready or pending message of the topic, inserts nothing and returns the '
-    'existing id. A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
+    'Enqueues one message and returns its id; it may be popped after delay. An id that a message of '
+    'this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or '
+    'pending message of the topic, inserts nothing and returns the existing id; an id taken in '
+    'another topic raises invalid_parameter_value (22023). A payload above '
+    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
 
 CREATE OR REPLACE FUNCTION pushpop.push_many(
     topic    text,
@@ -137,6 +133,9 @@ BEGIN
                                 'payloads must not contain NULL');
         PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(false, 'priority must not be NULL');
+    END IF;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
     SELECT p.n, octet_length(p.payload) AS bytes INTO too_big
     FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)

@@ -27,14 +27,17 @@ BEGIN
         PERFORM pushpop.require(pop.max_messages >= 1, 'max_messages must be at least 1');
     END IF;
 
-    -- Scheduled messages that are due join the ready ones.
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', pop.topic);
+    END IF;
+
+    -- Scheduled messages that are due join the ready ones, all of them, so the order of
+    -- delivery holds however many fall due at once.
     IF EXISTS (SELECT FROM pushpop.messages AS s
                WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
         WITH due AS MATERIALIZED (
             SELECT s.id FROM pushpop.messages AS s
             WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
-            ORDER BY s.state_time
-            LIMIT 1000
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pushpop.messages AS m SET state = 'ready'

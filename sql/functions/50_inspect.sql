@@ -5,14 +5,16 @@ RETURNS SETOF pushpop.message LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT m.id, m.topic,
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, m.lease,
+           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
            CASE m.state WHEN 'pending' THEN m.lease_until END
-    FROM pushpop.messages AS m WHERE m.id = find.id
+    FROM pushpop.messages AS m
+    WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
 $$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS
     'Returns the message with this id, in whatever state, or no row if there is none (or it was '
-    'cleaned up).';
+    'cleaned up, or its topic is not granted to the caller). Its lease token is never shown: only '
+    'the consumer that popped it holds it.';
 
 -- Each state is counted through its own partial index, not by reading every row.
 CREATE OR REPLACE FUNCTION pushpop.stats()
@@ -40,9 +42,10 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
            sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
     FROM counts AS c
+    WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
     ORDER BY c.topic
 $$;
 COMMENT ON FUNCTION pushpop.stats() IS
     'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, '
-    'and the earliest state_time among those ready now.';
+    'and the earliest state_time among those ready now. Topics not granted to the caller are left out.';

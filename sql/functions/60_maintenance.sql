@@ -1,7 +1,38 @@
 -- pushpop functions, part 6: maintenance.
 --
--- A worker's maintenance leader (one per database) calls requeue_expired every few seconds
--- and cleanup every minute; any other client may call them too.
+-- A worker's maintenance leader (one per database, chosen by lead_maintenance) calls
+-- requeue_expired every few seconds and cleanup every minute. They need pushpop_maintainer.
+
+-- The leader holds a lease on the role, renewed on each call; if it stops renewing (it died,
+-- or lost its connection), another worker takes over once the lease has run out. Two leaders
+-- for a moment do no harm: every maintenance call skips rows another one holds.
+CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '30 seconds')
+RETURNS boolean LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pushpop.require(lead_maintenance.worker IS NOT NULL, 'worker must not be NULL');
+    PERFORM pushpop.require(lead_maintenance.lease_for > interval '0', 'lease_for must be positive');
+    INSERT INTO pushpop.maintenance_leader AS l (worker, until)
+    VALUES (lead_maintenance.worker, now() + lead_maintenance.lease_for)
+    ON CONFLICT (one_row) DO UPDATE SET worker = excluded.worker, until = excluded.until
+    WHERE l.worker = excluded.worker OR l.until < now();
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION pushpop.lead_maintenance(uuid, interval) IS
+    'Makes worker the maintenance leader for lease_for, or renews its lead; false while another '
+    'worker leads. The leader calls it at least once per lease and runs requeue_expired, cleanup '
+    'and prune_workers while it gets true.';
+
+CREATE OR REPLACE FUNCTION pushpop.resign_maintenance(worker uuid)
+RETURNS boolean LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM pushpop.maintenance_leader AS l WHERE l.worker = resign_maintenance.worker;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION pushpop.resign_maintenance(uuid) IS
+    'Ends worker''s lead at once (a worker stopping cleanly), so another takes over without waiting '
+    'for the lease to run out. True if it led.';
 
 -- Reads every pending message (never more than those in flight) through the pending index.
 CREATE OR REPLACE FUNCTION pushpop.requeue_expired()

@@ -15,10 +15,10 @@ BEGIN
     -- Rows another transaction is waking already are skipped: it notifies for them.
     WITH woken AS (
         DELETE FROM pushpop.waiting AS w
-        WHERE (w.topic, w.consumer) IN (
-            SELECT x.topic, x.consumer FROM pushpop.waiting AS x
+        WHERE w.ctid = ANY (ARRAY(
+            SELECT x.ctid FROM pushpop.waiting AS x
             WHERE x.topic = ANY (wake.topics)
-            FOR UPDATE SKIP LOCKED)
+            FOR UPDATE SKIP LOCKED))
         RETURNING w.topic
     )
     SELECT count(pg_notify('pushpop', t.topic)) INTO notified
@@ -36,9 +36,19 @@ BEGIN
     PERFORM pushpop.require(wait_for_push.consumer IS NOT NULL, 'consumer must not be NULL');
     PERFORM pushpop.require(cardinality(wait_for_push.topics) >= 1, 'topics must not be empty');
     PERFORM pushpop.require_topic(t) FROM unnest(wait_for_push.topics) AS t;
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', t) FROM unnest(wait_for_push.topics) AS t;
+    END IF;
+    -- The consumer's earlier rows go, except those a producer is waking right now (it holds
+    -- them until it commits, and they vanish then): waiting for it could take as long as the
+    -- producer's transaction.
+    DELETE FROM pushpop.waiting AS w
+    WHERE w.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM pushpop.waiting AS x
+        WHERE x.consumer = wait_for_push.consumer
+        FOR UPDATE SKIP LOCKED));
     INSERT INTO pushpop.waiting AS w (topic, consumer)
-    SELECT DISTINCT t, wait_for_push.consumer FROM unnest(wait_for_push.topics) AS t
-    ON CONFLICT ON CONSTRAINT waiting_pkey DO UPDATE SET since = now();
+    SELECT DISTINCT t, wait_for_push.consumer FROM unnest(wait_for_push.topics) AS t;
 END $$;
 COMMENT ON FUNCTION pushpop.wait_for_push(uuid, text[]) IS
     'Call before sleeping on LISTEN pushpop: the next message to become ready in one of topics then '
