@@ -650,6 +650,22 @@ COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, s
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_consumer;
 
+-- Routine pushpop.schema_version()
+
+CREATE OR REPLACE FUNCTION pushpop.schema_version()
+ RETURNS integer
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT max(s.version) FROM pushpop.schema_migrations AS s
+$function$;
+COMMENT ON FUNCTION pushpop.schema_version() IS 'The newest numbered migration applied to this database. A client that knows fewer was made for an older schema: upgrade it.';
+GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_consumer;
+GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_maintainer;
+GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_producer;
+
 -- Routine pushpop.lead_maintenance(uuid,interval)
 
 CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '00:00:30'::interval)

@@ -33,13 +33,14 @@ if TYPE_CHECKING:
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 PINNED = "search_path=pg_catalog, pg_temp"
-PRODUCER = {"push", "push_many", "max_payload_bytes"}
+PRODUCER = {"push", "push_many", "max_payload_bytes", "schema_version"}
 WORKER = {
     "pop", "complete", "discard", "defer", "extend", "find", "stats", "worker_heartbeat",
-    "worker_stopped", "workers", "complete_many", "wait_for_push",
+    "worker_stopped", "workers", "complete_many", "wait_for_push", "schema_version",
 }  # fmt: skip
 MAINTAINER = {
-    "requeue_expired", "cleanup", "prune_workers", "lead_maintenance", "resign_maintenance",
+    "schema_version", "requeue_expired", "cleanup", "prune_workers", "lead_maintenance",
+    "resign_maintenance",
 }  # fmt: skip
 # pushpop_consumer belongs to pushpop_maintainer unless an operator revokes it.
 CONSUMER = WORKER | MAINTAINER
@@ -230,6 +231,7 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "push": (nothing, "SELECT pushpop.push('t', 'x')", lambda value: isinstance(value, UUID)),
     "push_many": (nothing, "SELECT count(*) FROM pushpop.push_many('t', '{a,b}'::bytea[])", eq(2)),
     "max_payload_bytes": (nothing, "SELECT pushpop.max_payload_bytes()", eq(1048576)),
+    "schema_version": (nothing, "SELECT pushpop.schema_version()", at_least(1)),
     "pop": (ready("pop"), "SELECT payload FROM pushpop.pop(%s)", eq(b"secret")),
     "complete": (leased("complete"), "SELECT pushpop.complete(%s, %s)", eq(True)),
     "complete_many": (

@@ -49,3 +49,12 @@ $$;
 COMMENT ON FUNCTION pushpop.stats() IS
     'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, '
     'and the earliest state_time among those ready now. Topics not granted to the caller are left out.';
+
+CREATE OR REPLACE FUNCTION pushpop.schema_version()
+RETURNS integer LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT max(s.version) FROM pushpop.schema_migrations AS s
+$$;
+COMMENT ON FUNCTION pushpop.schema_version() IS
+    'The newest numbered migration applied to this database. A client that knows fewer was made '
+    'for an older schema: upgrade it.';

@@ -126,6 +126,10 @@ CALL pushpop.lock_down('pushpop.topic_grants_in_use()');
 CALL pushpop.lock_down('pushpop.may(text, text)');
 CALL pushpop.lock_down('pushpop.require_grant(text, text)');
 
+-- Every client may ask which schema it talks to.
+CALL pushpop.lock_down('pushpop.schema_version()',
+                       'pushpop_producer', 'pushpop_consumer', 'pushpop_maintainer', 'pushpop_admin');
+
 -- Producers push.
 CALL pushpop.lock_down('pushpop.push(text, bytea, interval, integer, uuid, text, integer)',
                        'pushpop_producer', 'pushpop_admin');
