@@ -114,7 +114,7 @@ def catalog(request: pytest.FixtureRequest, conn: Conn) -> Conn:
 def test_every_routine_runs_as_its_owner_with_a_pinned_search_path(catalog: Conn) -> None:
     found = routines(catalog)
     assert len(found) >= len(ADMIN | INTERNAL)
-    unpinned = [sig for _, sig, definer, config in found if not definer or PINNED not in config]
+    unpinned = [s for _, s, definer, config in found if not definer or PINNED not in (config or [])]
     assert unpinned == [], "declare it SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
 
 
