@@ -30,7 +30,9 @@ test: $(STAMP) lint ## lint, then run the whole test suite against a real Postgr
 lint: $(STAMP) ## ruff check, ruff format --check and mypy --strict
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
+	$(PYTHON) tools/async_to_sync.py --check
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 format: $(STAMP) ## rewrite the code in ruff's format and apply ruff's safe fixes
 	$(VENV)/bin/ruff check --fix

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from pushpop import Client, Worker
+from pushpop import Client, Message, Worker
 
 READY_TIMEOUT = 10.0
 
@@ -35,7 +35,7 @@ def background(name: str, target: Callable[[], None], stop: Callable[[], None]) 
 
 
 @contextlib.contextmanager
-def running(client: Client, worker: Worker) -> Iterator[Worker]:
+def running(client: Client, worker: Worker[Message]) -> Iterator[Worker[Message]]:
     """Runs the worker until exit, then ``stop()``s it and waits for its drain.
 
     Yields once the worker is listed by ``client.workers()``: it registers only after its

@@ -6,12 +6,14 @@ from .async_client import AsyncClient, AsyncMessage
 from .async_worker import AsyncWorker
 from .client import Client, Message
 from .errors import (
+    ClientClosed,
     DatabaseError,
     Error,
     InvalidArgument,
     InvalidType,
     LeaseLost,
     MigrationError,
+    NotInstalled,
     PayloadTooLarge,
     PermissionDenied,
     Unavailable,
@@ -25,6 +27,7 @@ __all__ = [
     "AsyncMessage",
     "AsyncWorker",
     "Client",
+    "ClientClosed",
     "DatabaseError",
     "Error",
     "InvalidArgument",
@@ -32,6 +35,7 @@ __all__ = [
     "LeaseLost",
     "Message",
     "MigrationError",
+    "NotInstalled",
     "PayloadTooLarge",
     "PermissionDenied",
     "Retry",

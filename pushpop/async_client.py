@@ -1,7 +1,8 @@
-"""The asyncio client: the same calls as :class:`~pushpop.Client`, awaited.
+"""The client: a psycopg connection pool, and one SQL function call per method.
 
-Every method builds its statement with :mod:`pushpop.calls` and only the I/O differs. psycopg
-runs on asyncio's default loop on Linux and macOS; on Windows it needs a SelectorEventLoop.
+Each method builds its statement with :mod:`pushpop.calls` and sends it; only the I/O is here.
+The asyncio client, :mod:`pushpop.async_client`, is the one written by hand;
+``tools/async_to_sync.py`` writes the sync :mod:`pushpop.client` from it.
 """
 
 from __future__ import annotations
@@ -9,31 +10,38 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
 
-from . import calls, checks, migrations
+from . import calls, checks, constants, migrations
+from .async_worker import AsyncWorker
 from .calls import Call
-from .client import (
-    DEFAULT_GRACE,
-    DEFAULT_LEASE,
+from .connection import (
+    POOL_NAME,
     checked_conninfo,
     has_input,
+    quiet_pool_logs,
+    try_once,
     unavailable,
     wants_connections,
 )
-from .errors import Error, InvalidType, from_psycopg
+from .errors import ClientClosed, Error, InvalidType, from_psycopg
 from .message import MessageBase, TopicStats, WorkerInfo
-from .worker_common import RECONNECT_CAP, STALE_AFTER
+from .retry import Retry
+
+# True here; tools/async_to_sync.py writes the sync twin with the other side of each `if ASYNC`,
+# and the next line has mypy check this module as the asyncio side only.
+# mypy: always-true=ASYNC
+ASYNC: Final = True
 
 T = TypeVar("T")
 
 
-class AsyncMessage(MessageBase):
-    """A message of an :class:`AsyncClient`: acknowledge it by awaiting one of the methods below."""
+class AsyncMessage(MessageBase["AsyncClient"]):
+    """A message of its :class:`AsyncClient`: acknowledge it with one of the methods below."""
 
     async def push(
         self,
@@ -48,8 +56,7 @@ class AsyncMessage(MessageBase):
         ``durable=False``: returns before the push reaches disk (README, "Durability").
         """
         suffix = calls.commit_suffix(durable, conn is not None)
-        result: UUID = await self._client._run(calls.push(self, delay, suffix), conn)
-        return result
+        return await self._client._run(calls.push(self, delay, suffix), conn)
 
     async def complete(self) -> None:
         """Marks the message done. Raises :class:`LeaseLost` if it is no longer ours."""
@@ -63,52 +70,66 @@ class AsyncMessage(MessageBase):
         """Puts the message back in the queue, to be delivered again after ``delay``."""
         await self._client._run(calls.defer(self, delay, reason))
 
-    async def extend(self, lease: checks.Duration = DEFAULT_LEASE) -> None:
+    async def extend(self, lease: checks.Duration = constants.LEASE) -> None:
         """Moves the lease deadline to ``lease`` from now, for work that takes longer."""
         await self._client._run(calls.extend(self, lease))
 
 
-async def keep_reconnecting(pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
-    """The async twin of :func:`pushpop.client.keep_reconnecting`."""
+async def _keep_reconnecting(pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+    """Called when one of the pool's reconnection attempts gives up (after RECONNECT_CAP
+    seconds): starts a fresh one while it is needed, so tries stay a few seconds apart
+    however long the database is away, instead of backing off for minutes."""
     if wants_connections(pool):
         await pool.check()
 
 
 class AsyncClient:
-    """A pushpop client over a psycopg async connection pool.
+    """A pushpop client over a psycopg connection pool.
 
-    The constructor connects nothing (an async pool must be opened inside a running event
-    loop): use ``async with AsyncClient(...) as client:``, or ``await client.open()`` and
-    ``await client.close()``. A closed client cannot be opened again.
+    Use it as ``async with AsyncClient(...) as client:``, or ``await client.open()`` it (a
+    :class:`Client` opens in its constructor) and ``await client.close()`` it at the end; a
+    closed client cannot be opened again. Opening fails at once where retrying cannot help
+    (a refused password, a database that does not exist); a server that is down is waited for.
     """
 
     def __init__(
         self,
         dsn: str | None = None,
         *,
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout: float = 30.0,
+        min_size: int = constants.MIN_SIZE,
+        max_size: int = constants.MAX_SIZE,
+        timeout: float = constants.POOL_TIMEOUT,
     ) -> None:
         self.conninfo = checked_conninfo(dsn)
         checks.integer(min_size, "min_size", low=0)
         checks.integer(max_size, "max_size", low=max(1, min_size))
+        self._timeout = timeout
         self._opened = False
+        quiet_pool_logs()
         self._pool = psycopg_pool.AsyncConnectionPool(
             self.conninfo,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
-            name="pushpop",
+            name=POOL_NAME,
             open=False,
             check=self._check_pooled,
-            reconnect_timeout=RECONNECT_CAP,
-            reconnect_failed=keep_reconnecting,
+            reconnect_timeout=constants.RECONNECT_CAP,
+            reconnect_failed=_keep_reconnecting,
         )
+        if not ASYNC:
+            self.open()  # an AsyncClient opens inside its event loop instead
 
     async def _check_pooled(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """The pool's check as it hands a connection out (see ``Client._check_pooled``)."""
+        """The pool's check as it hands a connection out: raises if the connection is dead.
+
+        A round trip is spent only on a connection with something to read (see
+        :func:`~pushpop.connection.has_input`), so healthy use pays one system call instead of
+        one round trip and never gets a dead connection. A dead one means its idle siblings
+        likely died with it (a restart): they are all checked at once, rather than one slower
+        call at a time.
+        """
         if not has_input(conn):
             return
         try:
@@ -120,7 +141,12 @@ class AsyncClient:
     async def open(self) -> None:
         """Opens the pool; its connections are made in the background. Opening twice is fine."""
         if self._opened and self._pool.closed:
-            raise Error("this AsyncClient was closed and cannot be opened again: make a new one")
+            raise ClientClosed(
+                f"this {type(self).__name__} was closed and cannot be opened again: make a new one"
+            )
+        if not self._opened:
+            # A blocking connection attempt: kept off the event loop.
+            await asyncio.to_thread(try_once, self.conninfo, self._timeout)
         await self._pool.open()
         self._opened = True
 
@@ -141,34 +167,45 @@ class AsyncClient:
         await self.close()
 
     def _check_open(self) -> None:
-        if not self._opened:
+        if ASYNC and not self._opened:  # a Client opens in its constructor
             raise Error(
-                "this AsyncClient is not open: use `async with AsyncClient(...) as client:` "
-                "or `await client.open()` first"
+                "this AsyncClient is not open: use `async with AsyncClient(...) as client:`"
+                " or `await client.open()` first"
             )
+        if self._pool.closed:
+            raise ClientClosed(f"this {type(self).__name__} is closed: make a new one")
 
     async def _run(self, call: Call[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
         """Sends one call, on the caller's connection if given, else on a pooled one."""
-        if conn is not None and not isinstance(conn, psycopg.AsyncConnection):
+        expected = psycopg.AsyncConnection
+        if conn is not None and not isinstance(conn, expected):
+            other = (
+                "a sync Connection goes with Client"
+                if ASYNC
+                else "an AsyncConnection goes with AsyncClient"
+            )
             raise InvalidType(
-                f"conn must be a psycopg.AsyncConnection, got {type(conn).__name__}"
-                " (a sync Connection goes with Client)"
+                f"conn must be a psycopg.{expected.__name__}, got {type(conn).__name__} ({other})"
             )
         self._check_open()
         try:
             if conn is not None:
                 rows = await (await conn.execute(call.sql, call.params)).fetchall()
             else:
-                pooled = await self._pool.getconn()  # as in Client._run
+                # Not pool.connection(): its commit on exit costs a tenth of a call's client CPU
+                # and does nothing in autocommit; putconn replaces a connection left unusable.
+                pooled = await self._pool.getconn()
                 try:
                     rows = await (await pooled.execute(call.sql, call.params)).fetchall()
                 finally:
                     await self._pool.putconn(pooled)
+        except psycopg_pool.PoolClosed as exc:
+            raise ClientClosed(f"this {type(self).__name__} is closed: make a new one") from exc
         except psycopg_pool.PoolTimeout as exc:
-            # The explanation makes one blocking connection attempt: keep it off the loop.
+            # The explanation makes one blocking connection attempt: kept off the event loop.
             raise await asyncio.to_thread(unavailable, self.conninfo, exc) from exc
         except psycopg.Error as exc:
-            raise from_psycopg(exc) from exc
+            raise from_psycopg(exc, call.role) from exc
         return call.read(rows)
 
     def new_message(
@@ -177,12 +214,12 @@ class AsyncClient:
         payload: bytes | bytearray | memoryview | None = None,
         *,
         json: Any = calls._NO_PAYLOAD,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         dedup_key: str | None = None,
-        max_attempts: int = 25,
+        max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
     ) -> AsyncMessage:
-        """Builds a message (id chosen now) without sending it; ``await msg.push()`` sends it."""
+        """Builds a message (its id chosen now) without sending it: ``await msg.push()`` does."""
         fields = calls.new_message_fields(
             topic, payload, json, priority, dedup_key, max_attempts, id
         )
@@ -196,9 +233,9 @@ class AsyncClient:
         json: Any = calls._NO_PAYLOAD,
         delay: checks.Duration = 0,
         conn: psycopg.AsyncConnection[Any] | None = None,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         dedup_key: str | None = None,
-        max_attempts: int = 25,
+        max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         durable: bool = True,
     ) -> UUID:
@@ -215,7 +252,7 @@ class AsyncClient:
         payloads: Sequence[bytes | bytearray | memoryview],
         *,
         delay: checks.Duration = 0,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         conn: psycopg.AsyncConnection[Any] | None = None,
         durable: bool = True,
     ) -> list[UUID]:
@@ -224,14 +261,14 @@ class AsyncClient:
         return await self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
 
     async def pop(
-        self, topic: str, *, lease: checks.Duration = DEFAULT_LEASE
+        self, topic: str, *, lease: checks.Duration = constants.LEASE
     ) -> AsyncMessage | None:
         """Leases the next ready message of ``topic`` for ``lease``, or returns None."""
         messages = await self.pop_many(topic, 1, lease=lease)
         return messages[0] if messages else None
 
     async def pop_many(
-        self, topic: str, n: int, *, lease: checks.Duration = DEFAULT_LEASE
+        self, topic: str, n: int, *, lease: checks.Duration = constants.LEASE
     ) -> list[AsyncMessage]:
         """Leases up to ``n`` ready messages of ``topic``, in delivery order."""
         rows = await self._run(calls.pop(topic, n, lease))
@@ -251,10 +288,10 @@ class AsyncClient:
         """Requeues messages whose lease expired (discards those out of attempts); how many."""
         return await self._run(calls.requeue_expired())
 
-    async def cleanup(self, grace: checks.Duration = DEFAULT_GRACE) -> int:
+    async def cleanup(self, grace: checks.Duration = constants.CLEANUP_GRACE) -> int:
         """Deletes messages that finished more than ``grace`` ago, in short transactions."""
         total = 0
-        while (deleted := await self._run(calls.cleanup_batch(grace))) == calls.CLEANUP_BATCH:
+        while (deleted := await self._run(calls.cleanup_batch(grace))) == constants.CLEANUP_BATCH:
             total += deleted
         return total + deleted
 
@@ -268,25 +305,41 @@ class AsyncClient:
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""
-        return await self._run(calls.workers(STALE_AFTER))
+        return await self._run(calls.workers(constants.STALE_AFTER))
 
     async def work(
         self,
         topics: str | Sequence[str],
         handler: Callable[[AsyncMessage], Awaitable[Any]],
-        **options: Any,
+        *,
+        concurrency: int = constants.CONCURRENCY,
+        lease: checks.Duration = constants.LEASE,
+        poll_interval: checks.Duration = constants.POLL_INTERVAL,
+        shutdown_timeout: checks.Duration = constants.SHUTDOWN_TIMEOUT,
+        retry: Retry | None = None,
+        maintenance: bool = True,
+        requeue_interval: checks.Duration = constants.REQUEUE_INTERVAL,
+        cleanup_interval: checks.Duration = constants.CLEANUP_INTERVAL,
+        cleanup_grace: checks.Duration = constants.CLEANUP_GRACE,
+        heartbeat_interval: checks.Duration = constants.HEARTBEAT_INTERVAL,
     ) -> None:
-        """Runs a :class:`pushpop.AsyncWorker` on ``topics`` until it is stopped or cancelled."""
-        from .async_worker import AsyncWorker  # the worker builds on this module
+        """Runs a worker (:class:`AsyncWorker`) on ``topics`` until it is stopped; the options
+        are the worker's."""
+        worker = AsyncWorker(
+            self, topics, handler, concurrency=concurrency, lease=lease,
+            poll_interval=poll_interval, shutdown_timeout=shutdown_timeout, retry=retry,
+            maintenance=maintenance, requeue_interval=requeue_interval,
+            cleanup_interval=cleanup_interval, cleanup_grace=cleanup_grace,
+            heartbeat_interval=heartbeat_interval,
+        )  # fmt: skip
+        await worker.run()
 
-        await AsyncWorker(self, topics, handler, **options).run()
+    async def migrate(self) -> list[str]:
+        """Brings pushpop's schema up to date; returns the SQL files applied, relative to
+        ``sql/`` (none when up to date).
 
-    async def migrate(self) -> list[int]:
-        """Applies pending SQL migrations; returns the versions applied (none when up to date).
-
-        Runs the synchronous migrator in a worker thread on a connection of its own: migrations
-        are rare, and one code path for them keeps psql, ``pushpop migrate`` and both clients alike.
+        Runs the migrator on a connection of its own (off the event loop, where there is one):
+        one code path keeps psql, ``pushpop migrate`` and both clients alike.
         """
         self._check_open()
-        applied = await asyncio.to_thread(migrations.migrate, self.conninfo)
-        return [m.version for m in applied]
+        return await asyncio.to_thread(migrations.migrate, self.conninfo)

@@ -1,31 +1,52 @@
-"""The asyncio worker: the same guarantees as :class:`pushpop.Worker`, for ``async def`` handlers.
+"""The worker: runs a handler on every message of some topics, and never loses one.
 
-Handlers run as tasks on the caller's event loop, at most ``concurrency`` at once; popping,
-acknowledging and lease extension are awaited on the :class:`AsyncClient`. The control
-connection (LISTEN, registry, maintenance) is the same :class:`~pushpop.control.Control`
-thread the sync worker uses: it wakes the loop with ``call_soon_threadsafe``.
+Written once, for asyncio; ``tools/async_to_sync.py`` writes the threaded :mod:`pushpop.worker`
+from it. What truly differs between the two (handlers as tasks or threads, cancellation,
+signals) lives in :mod:`pushpop.tasks` and :mod:`pushpop.threads`.
+
+Who does what:
+- the popper (the caller of ``run()``) pops messages whenever a handler slot is free;
+- the crew runs ``concurrency`` handlers at most, and acts on each outcome;
+- a completer sends the completions of handlers that returned, together (complete_many);
+- a lease keeper extends the leases of messages whose handler is still running;
+- the control thread (:mod:`pushpop.control`) LISTENs for pushes, heartbeats in
+  ``pushpop.workers`` and, if it leads, runs the queue's maintenance.
+No handler holds a pooled connection while it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final, Generic, Protocol, TypeVar
+from uuid import UUID
 
-from . import calls, retry
-from .async_client import AsyncClient, AsyncMessage
+from . import calls, constants, retry
+from .calls import Call
+from .checks import Duration
+from .constants import SETTLE
 from .control import Control
-from .errors import Error, LeaseLost, Unavailable
+from .errors import Error, InvalidType, LeaseLost, NotInstalled, Unavailable
+from .retry import Retry
+from .tasks import (
+    Crew,
+    Event,
+    Handle,
+    Queue,
+    attempt,
+    cancelling,
+    gather,
+    handling_signals,
+    spawn,
+)
 from .worker_common import (
     RELEASED,
-    SETTLE,
+    Completion,
     Flight,
     Job,
+    M,
     Pacer,
     SignalPolicy,
     WorkerSettings,
@@ -34,39 +55,78 @@ from .worker_common import (
     log_completions,
     log_outcome,
     pop_failed,
-)  # fmt: skip
+)
 
-AsyncHandler = Callable[[AsyncMessage], Awaitable[Any]]
+# True here; tools/async_to_sync.py writes the sync twin with the other side of each `if ASYNC`,
+# and the next line has mypy check this module as the asyncio side only.
+# mypy: always-true=ASYNC
+ASYNC: Final = True
+
+T = TypeVar("T")
+
+AsyncHandler = Callable[[M], Awaitable[Any]]
 
 
-class AsyncWorker:
-    """Runs ``await handler(msg)`` for messages of ``topics`` until stopped or cancelled.
+class AsyncSource(Protocol[M]):
+    """What a worker needs of its client (:class:`~pushpop.AsyncClient`): where the database
+    is, popping, completing, and sending any other call."""
 
-    Outcomes, retries, lease renewal and shutdown follow :class:`pushpop.Worker`. Cancelling
-    the task that awaits ``run()`` cancels the running handlers and releases their messages
-    (back to ready at once) before the cancellation propagates.
+    conninfo: str
+
+    async def pop_many(self, topic: str, n: int, *, lease: Duration = ...) -> list[M]: ...
+
+    async def complete_many(self, msgs: Sequence[M]) -> None: ...
+
+    async def _run(self, call: Call[T]) -> T: ...
+
+
+class AsyncWorker(Generic[M]):
+    """Runs ``await handler(msg)`` for messages of ``topics`` until stopped.
+
+    A handler that returns completes its message (unless it acknowledged it itself); one that
+    raises has it retried with backoff (``retry``), or discarded after ``max_attempts``.
+    SIGTERM/SIGINT (when run in the main thread) or ``stop()`` drain in-flight handlers for up to
+    ``shutdown_timeout`` seconds and release the rest; a second signal exits at once. In
+    asyncio, cancelling the task that awaits ``run()`` releases the messages in flight at once.
     """
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncSource[M],
         topics: str | Sequence[str],
-        handler: AsyncHandler,
-        **options: Any,
+        handler: AsyncHandler[M],
+        *,
+        concurrency: int = constants.CONCURRENCY,
+        lease: Duration = constants.LEASE,
+        poll_interval: Duration = constants.POLL_INTERVAL,
+        shutdown_timeout: Duration = constants.SHUTDOWN_TIMEOUT,
+        retry: Retry | None = None,
+        maintenance: bool = True,
+        requeue_interval: Duration = constants.REQUEUE_INTERVAL,
+        cleanup_interval: Duration = constants.CLEANUP_INTERVAL,
+        cleanup_grace: Duration = constants.CLEANUP_GRACE,
+        heartbeat_interval: Duration = constants.HEARTBEAT_INTERVAL,
     ) -> None:
         if not callable(handler):
-            raise TypeError(f"handler must be an async callable, got {type(handler).__name__}")
+            kind = "an async callable" if ASYNC else "callable"
+            raise InvalidType(f"handler must be {kind}, got {type(handler).__name__}")
         self.client = client
         self.handler = handler
-        self.settings = WorkerSettings.build(topics, **options)
-        self._flight = Flight(self.settings)
+        self.settings = WorkerSettings.build(
+            topics, concurrency=concurrency, lease=lease, poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout, retry=retry, maintenance=maintenance,
+            requeue_interval=requeue_interval, cleanup_interval=cleanup_interval,
+            cleanup_grace=cleanup_grace, heartbeat_interval=heartbeat_interval,
+        )  # fmt: skip
+        self._flight: Flight[M] = Flight(self.settings)
         self._pacer = Pacer(self.settings.poll_interval)
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._crew: Crew[M] = Crew(self._handle, self.settings.concurrency)
+        self._stopping = Event()
+        self._wake = Event()
+        self._done = Event()
+        self._completions: Queue[Completion[M] | None] = Queue()
         self._control = Control(self.settings, client.conninfo, self._notified)
-        self._completions: asyncio.Queue[tuple[Job, str] | None] = asyncio.Queue()
-        self._completer: asyncio.Task[None] | None = None
+        self._ran = False
 
     @property
     def is_leader(self) -> bool:
@@ -74,50 +134,55 @@ class AsyncWorker:
         return self._control.is_leader
 
     @property
-    def id(self) -> Any:
+    def id(self) -> UUID:
         """This worker's id in ``pushpop.workers()``."""
         return self.settings.id
 
     def stop(self) -> None:
-        """Stops taking messages, then run() drains and returns. Call it on the loop's thread."""
+        """Stops taking messages; ``run()`` then drains and returns. Safe from any thread."""
         self._stopping.set()
         self._wake.set()
 
     def _notified(self) -> None:
-        """The control thread's wake-up (see Flight.notified), passed to the event loop."""
+        """The control thread's wake-up (see Flight.notified)."""
         self._flight.notified()
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
 
     async def run(self) -> None:
-        """Works until ``stop()``, a signal or cancellation; then drains and returns."""
-        if self._loop is not None:
-            raise Error("an AsyncWorker runs once; create a new one")
-        self._loop = asyncio.get_running_loop()
-        remove_signal_handlers = self._install_signal_handlers()
-        log.info("worker %s started: topics=%s concurrency=%d", self.settings.id,
-                 ",".join(self.settings.topics), self.settings.concurrency)  # fmt: skip
+        """Works until ``stop()`` or a signal, then drains in-flight handlers and returns.
+
+        Raises :class:`~pushpop.NotInstalled` instead of waiting for a database that has no
+        pushpop schema (a database that is away is waited for).
+        """
+        if self._ran:
+            raise Error(f"a {type(self).__name__} runs once; create a new one")
+        self._ran = True
+        with handling_signals(self.stop, SignalPolicy(self.settings.shutdown_timeout)):
+            await self._work()
+
+    async def _work(self) -> None:
+        s = self.settings
+        log.info("worker %s started: topics=%s concurrency=%d", s.id, ",".join(s.topics),
+                 s.concurrency)  # fmt: skip
         self._control.start()
-        keeper = asyncio.create_task(self._keep_leases(), name="pushpop-lease-keeper")
-        self._completer = asyncio.create_task(self._send_completions(), name="pushpop-completer")
+        self._crew.start()
+        keeper = spawn(self._keep_leases, "pushpop-lease-keeper")
+        completer = spawn(self._send_completions, "pushpop-completer")
         try:
             await self._dispatch()
-            await self._drain(self.settings.shutdown_timeout)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._drain(0))
-            raise
         finally:
-            keeper.cancel()
-            self._completer.cancel()  # done already, unless run() failed before draining
-            await asyncio.gather(keeper, self._completer, return_exceptions=True)
-            await asyncio.to_thread(self._control.stop)
-            remove_signal_handlers()
+            # Cancelled (asyncio only): no waiting for the handlers, their messages go back now.
+            timeout = 0.0 if cancelling() else s.shutdown_timeout
+            await asyncio.shield(self._shut_down(timeout, completer, keeper))
+
+    # -- the popper -------------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
         while not self._stopping.is_set():
+            if self._control.failure is not None:
+                raise self._control.failure
             self._wake.clear()  # before popping: a push or a free slot from now on wakes us
             began = time.monotonic()
             try:
@@ -125,25 +190,23 @@ class AsyncWorker:
                 failures = 0
                 self._control.outage.recovered(began)
                 if self._flight.must_ask_for_wake_up(backlog, popped):
-                    s = self.settings
                     # Wake-ups from here on count: one may arrive before the call returns.
                     self._wake.clear()
-                    await self.client._run(calls.wait_for_push(s.id, s.topics))
-                    await self._sleep(SETTLE)
+                    await self.client._run(
+                        calls.wait_for_push(self.settings.id, self.settings.topics)
+                    )
+                    await self._wake.wait(SETTLE)
                     continue  # pop once more: what was pushed just before did not notify
+            except NotInstalled:
+                raise
             except Error as exc:
                 failures += 1
-                await self._sleep(pop_failed(self._control.outage, exc, failures, began))
+                await self._stopping.wait(pop_failed(self._control.outage, exc, failures, began))
                 continue
             if self._flight.popped(backlog):
                 continue
-            await self._sleep(self._pacer.next_wait())
+            await self._wake.wait(self._pacer.next_wait())
             self._flight.slept()
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleeps until woken (a push, a free slot, stop()) or for ``seconds``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
         """Pops into the free handler slots, taking the topics in turn. Returns whether a topic
@@ -155,73 +218,79 @@ class AsyncWorker:
             topics.rotate(-1)
             messages = await self.client.pop_many(topics[-1], free, lease=self.settings.lease)
             for msg in messages:
-                job = self._flight.add(msg)
-                job.task = asyncio.create_task(self._handle(job), name=f"pushpop-{msg.id}")
+                self._crew.take(self._flight.add(msg))
             backlog = backlog or len(messages) == free
             popped += len(messages)
         return backlog, popped
 
-    async def _drain(self, timeout: float) -> None:
-        """Waits up to ``timeout`` for running handlers; cancels and releases the rest."""
-        tasks = [job.task for job in list(self._flight.jobs.values())]
-        if tasks and timeout > 0:
-            await asyncio.wait(tasks, timeout=timeout)
-        # Send what finished first, so none of it is released (and delivered again).
-        self._completions.put_nowait(None)
-        if self._completer is not None:
-            await asyncio.gather(self._completer, return_exceptions=True)
-        leftovers = self._flight.release_all()
-        for job in leftovers:
-            job.task.cancel()
-        await asyncio.gather(*(job.task for job in leftovers), return_exceptions=True)
-        for job in leftovers:
-            await self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
-        log.info("worker %s stopped", self.settings.id)
+    async def _shut_down(self, timeout: float, completer: Handle, keeper: Handle) -> None:
+        """Waits up to ``timeout`` for running handlers, sends what they completed, releases
+        the messages of the others, and ends the helpers."""
+        try:
+            await self._crew.wait(timeout)
+            # Send what finished first, so none of it is released (and delivered again).
+            self._completions.put_nowait(None)
+            await gather(completer)
+            leftovers = self._flight.release_all()
+            await self._crew.cancel(leftovers)
+            for job in leftovers:
+                await self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
+            log.info("worker %s stopped", self.settings.id)
+        finally:
+            self._done.set()
+            self._crew.stop()
+            await gather(keeper)
+            await asyncio.to_thread(self._control.stop)
 
-    async def _handle(self, job: Job) -> None:
-        error: BaseException | None = None
+    # -- the crew ---------------------------------------------------------------------------
+
+    async def _handle(self, job: Job[M]) -> None:
+        """Runs the handler on one message and acts on the outcome. The job's slot is freed
+        then, or once the completer has sent its completion."""
+        queued = False
         try:
-            await self.handler(job.msg)
-        except asyncio.CancelledError as exc:
+            error = await attempt(self.handler, job.msg)
             if self._flight.is_released(job):
-                self._flight.done(job)
-                raise  # shutdown cancelled it; _drain releases the message
-            error = exc  # the handler cancelled itself: a failure like any other
-        except Exception as exc:
-            error = exc
-        queued = False  # a completion keeps its slot until the completer has sent it
-        try:
+                log_outcome(job.msg, job.started, time.monotonic(), "finished after release")
+                return
             outcome, label = retry.decide(job.msg, error, self.settings.retry)
             if outcome is None:
-                log_outcome(job.msg, job.started, time.monotonic(), label)
+                log_outcome(job.msg, job.started, time.monotonic(), label, error)
             elif outcome.action == "complete":
                 self._completions.put_nowait((job, label))
                 queued = True
             else:
-                await self._acknowledge(job, outcome, label)
+                await self._acknowledge(job, outcome, label, error)
         finally:
             if not queued:
                 self._free(job)
 
-    def _free(self, job: Job) -> None:
+    def _free(self, job: Job[M]) -> None:
         """The job is over: its handler slot takes the next message."""
         if self._flight.done(job):
             self._wake.set()  # a slot is free again: pop
 
-    async def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
-        msg: AsyncMessage = job.msg
+    async def _acknowledge(
+        self,
+        job: Job[M],
+        outcome: retry.Outcome,
+        label: str,
+        error: BaseException | None = None,
+    ) -> None:
+        """Defers or discards the job's message, and logs it (with ``error``, the handler's)."""
+        msg = job.msg
         try:
-            if outcome.action == "complete":
-                await msg.complete()
-            elif outcome.action == "defer":
-                await msg.defer(outcome.delay, reason=outcome.reason)
+            if outcome.action == "defer":
+                await self.client._run(calls.defer(msg, outcome.delay, outcome.reason))
                 self._pacer.deferred(outcome.delay.total_seconds())
                 self._wake.set()  # recompute how long to sleep
             else:
-                await msg.discard(reason=outcome.reason)
+                await self.client._run(calls.discard(msg, outcome.reason))
         except Error as exc:
             label = retry.failed_acknowledgement(outcome, exc)
-        log_outcome(msg, job.started, time.monotonic(), label)
+        log_outcome(msg, job.started, time.monotonic(), label, error)
+
+    # -- the completer and the lease keeper ---------------------------------------------------
 
     async def _send_completions(self) -> None:
         """Completes finished messages in batches: one statement for all that are waiting."""
@@ -241,12 +310,12 @@ class AsyncWorker:
                 self._free(job)
 
     async def _keep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(min(self.settings.renew_every / 2, 1.0))
+        """Extends the leases of messages whose handler runs, three times per lease."""
+        while not await self._done.wait(min(self.settings.renew_every / 2, 1.0)):
             for job in self._flight.due_for_renewal():
                 began = time.monotonic()
                 try:
-                    await job.msg.extend(self.settings.lease)
+                    await self.client._run(calls.extend(job.msg, self.settings.lease))
                     self._flight.renewed(job)
                 except LeaseLost:
                     self._flight.lost(job)
@@ -254,27 +323,3 @@ class AsyncWorker:
                     self._control.outage.failed(str(exc), began)
                 except Error as exc:
                     log.warning("message %s: could not extend its lease (%s)", job.msg.id, exc)
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        """SIGTERM/SIGINT stop the worker (see SignalPolicy), through the event loop."""
-        loop = self._loop
-        if loop is None or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        policy = SignalPolicy(self.settings)
-        wanted = (signal.SIGTERM, signal.SIGINT)
-
-        def on_signal(signum: int) -> None:
-            self.stop()
-            policy.received(signum)
-
-        try:
-            for sig in wanted:
-                loop.add_signal_handler(sig, on_signal, sig)
-        except NotImplementedError:  # an event loop without signal support
-            return lambda: None
-
-        def remove() -> None:
-            for sig in wanted:
-                loop.remove_signal_handler(sig)
-
-        return remove

@@ -8,25 +8,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID, uuid4
 
 from . import checks
+from .constants import (
+    ADMIN,
+    CLEANUP_BATCH,
+    CONSUMER,
+    LEASE,
+    MAINTAINER,
+    MAX_ATTEMPTS,
+    PRIORITY,
+    PRODUCER,
+)
 from .errors import InvalidArgument, InvalidType, LeaseLost
 from .message import COLUMNS, MessageBase, TopicStats, WorkerInfo
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
+Message = MessageBase[Any]
 
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """One SQL statement, its parameters, and the function that turns its rows into a result."""
+    """One SQL statement, its parameters, the function that turns its rows into a result, and
+    the pushpop role that grants it (named when the database refuses the call)."""
 
     sql: LiteralString
     params: dict[str, Any]
     read: Callable[[Rows], T]
+    role: str = CONSUMER
 
 
 def _scalar(rows: Rows) -> Any:
@@ -41,9 +53,8 @@ def _rows(rows: Rows) -> Rows:
     return rows
 
 
-# pushpop.push's defaults (its signature in sql/schema.snapshot.sql) for the arguments a
-# plain push leaves out.
-PUSH_DEFAULTS = {"priority": 0, "dedup_key": None, "max_attempts": 25}
+# pushpop.push's defaults for the arguments a plain push leaves out.
+PUSH_DEFAULTS = {"priority": PRIORITY, "dedup_key": None, "max_attempts": MAX_ATTEMPTS}
 
 
 # Added to a push's select list: its transaction, which the client commits, then returns
@@ -63,7 +74,7 @@ def commit_suffix(durable: Any, on_callers_connection: bool) -> LiteralString:
     return NOT_DURABLE
 
 
-def push(msg: MessageBase, delay: checks.Duration, suffix: LiteralString = "") -> Call[UUID]:
+def push(msg: Message, delay: checks.Duration, suffix: LiteralString = "") -> Call[UUID]:
     """Enqueue one built message (``pushpop.push``); ``suffix`` from :func:`commit_suffix`."""
     wait = checks.duration(delay, "delay")
     rest = {"priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts}
@@ -74,6 +85,7 @@ def push(msg: MessageBase, delay: checks.Duration, suffix: LiteralString = "") -
             "SELECT pushpop.push(%(topic)s, %(payload)s, id => %(id)s::uuid)" + suffix,
             {"topic": msg.topic, "payload": msg.payload, "id": msg.id},
             _scalar,
+            PRODUCER,
         )
     params = {"topic": msg.topic, "payload": msg.payload, "delay": wait, "id": msg.id, **rest}
     return Call(
@@ -81,6 +93,7 @@ def push(msg: MessageBase, delay: checks.Duration, suffix: LiteralString = "") -
         " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)" + suffix,
         params,
         _scalar,
+        PRODUCER,
     )
 
 
@@ -98,7 +111,9 @@ def push_many(
         raise InvalidType(f"payloads must be a sequence of bytes, got {type(payloads).__name__}")
     params = {
         "topic": checks.topic(topic),
-        "payloads": [checks.payload(p, f"payloads[{i}]") for i, p in enumerate(payloads)],
+        "payloads": [
+            checks.payload(p, f"payloads[{i}]", takes_json=False) for i, p in enumerate(payloads)
+        ],
         "delay": checks.duration(delay, "delay"),
         "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
     }
@@ -107,19 +122,15 @@ def push_many(
         " %(priority)s::integer)" + suffix,
         params,
         _column,
+        PRODUCER,
     )
-
-
-# pushpop.pop's default lease_for (see sql/schema.snapshot.sql), and so the clients', workers'
-# and CLI's default.
-POP_LEASE_DEFAULT = timedelta(minutes=5)
 
 
 def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
     """Lease up to n ready messages (``pushpop.pop``); rows of ``message.COLUMNS``."""
     params = {"topic": checks.topic(topic), "n": checks.integer(n, "n", low=1)}
     wanted = checks.duration(lease, "lease", positive=True)
-    if wanted == POP_LEASE_DEFAULT:
+    if wanted == LEASE:
         # As in push: the default is left to the server (an interval is the dearest to send).
         return Call(
             "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, max_messages => %(n)s::integer)",
@@ -133,7 +144,7 @@ def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
     )
 
 
-def _settled(msg: MessageBase, new_state: str | None) -> Callable[[Rows], None]:
+def _settled(msg: Message, new_state: str | None) -> Callable[[Rows], None]:
     """Reads a fenced call's boolean: LeaseLost when false, else the message's new local state."""
 
     def read(rows: Rows) -> None:
@@ -148,7 +159,7 @@ def _settled(msg: MessageBase, new_state: str | None) -> Callable[[Rows], None]:
     return read
 
 
-def _lease_of(msg: MessageBase) -> UUID:
+def _lease_of(msg: Message) -> UUID:
     if msg.lease is None:
         raise InvalidArgument(
             f"message {msg.id} holds no lease: only a popped message can be acknowledged"
@@ -156,7 +167,7 @@ def _lease_of(msg: MessageBase) -> UUID:
     return msg.lease
 
 
-def complete(msg: MessageBase) -> Call[None]:
+def complete(msg: Message) -> Call[None]:
     """Mark a popped message completed (``pushpop.complete``)."""
     return Call(
         "SELECT pushpop.complete(%(id)s::uuid, %(lease)s::uuid)",
@@ -165,10 +176,12 @@ def complete(msg: MessageBase) -> Call[None]:
     )
 
 
-def complete_many(msgs: Sequence[MessageBase]) -> Call[None]:
+def complete_many(msgs: Sequence[Message]) -> Call[None]:
     """Mark popped messages completed in one statement (``pushpop.complete_many``).
 
-    Every message still leased is completed; if any was not, LeaseLost names them afterwards.
+    Every delivery still leased is completed; if any was not, LeaseLost names them afterwards.
+    The reply is one boolean per message, by position: two deliveries of one message (a stale
+    lease and a fresh one) are told apart.
     """
     if isinstance(msgs, MessageBase) or not isinstance(msgs, Sequence):
         raise InvalidType(f"msgs must be a sequence of messages, got {type(msgs).__name__}")
@@ -178,11 +191,13 @@ def complete_many(msgs: Sequence[MessageBase]) -> Call[None]:
     leases = [_lease_of(msg) for msg in msgs]
 
     def read(rows: Rows) -> None:
-        done = {row[0] for row in rows}
-        for msg in msgs:
-            if msg.id in done:
+        done: list[bool] = rows[0][0]
+        lost = []
+        for msg, completed in zip(msgs, done, strict=True):
+            if completed:
                 msg.state = "completed"
-        lost = [str(msg.id) for msg in msgs if msg.id not in done]
+            else:
+                lost.append(f"{msg.id} (lease {msg.lease})")
         if lost:
             raise LeaseLost(
                 f"{len(lost)} of {len(msgs)} messages are no longer leased to you and were not "
@@ -196,7 +211,7 @@ def complete_many(msgs: Sequence[MessageBase]) -> Call[None]:
     )
 
 
-def discard(msg: MessageBase, reason: str | None) -> Call[None]:
+def discard(msg: Message, reason: str | None) -> Call[None]:
     """Give up on a popped message (``pushpop.discard``)."""
     return Call(
         "SELECT pushpop.discard(%(id)s::uuid, %(lease)s::uuid, %(reason)s::text)",
@@ -209,7 +224,7 @@ def discard(msg: MessageBase, reason: str | None) -> Call[None]:
     )
 
 
-def defer(msg: MessageBase, delay: checks.Duration, reason: str | None) -> Call[None]:
+def defer(msg: Message, delay: checks.Duration, reason: str | None) -> Call[None]:
     """Put a popped message back, to be popped again after delay (``pushpop.defer``)."""
     return Call(
         "SELECT pushpop.defer(%(id)s::uuid, %(lease)s::uuid, %(delay)s::interval,"
@@ -224,7 +239,7 @@ def defer(msg: MessageBase, delay: checks.Duration, reason: str | None) -> Call[
     )
 
 
-def extend(msg: MessageBase, lease: checks.Duration) -> Call[None]:
+def extend(msg: Message, lease: checks.Duration) -> Call[None]:
     """Push a popped message's lease deadline out to now + lease (``pushpop.extend``)."""
     return Call(
         "SELECT pushpop.extend(%(id)s::uuid, %(lease)s::uuid, %(lease_for)s::interval)",
@@ -248,10 +263,7 @@ def find(id: UUID | str) -> Call[Rows]:
 
 def requeue_expired() -> Call[int]:
     """Return lapsed leases to the queue (``pushpop.requeue_expired``)."""
-    return Call("SELECT pushpop.requeue_expired()", {}, _scalar)
-
-
-CLEANUP_BATCH = 10_000
+    return Call("SELECT pushpop.requeue_expired()", {}, _scalar, MAINTAINER)
 
 
 def cleanup_batch(grace: checks.Duration) -> Call[int]:
@@ -260,6 +272,7 @@ def cleanup_batch(grace: checks.Duration) -> Call[int]:
         "SELECT pushpop.cleanup(%(grace)s::interval, %(batch)s::integer)",
         {"grace": checks.duration(grace, "grace"), "batch": CLEANUP_BATCH},
         _scalar,
+        MAINTAINER,
     )
 
 
@@ -279,7 +292,7 @@ def stats() -> Call[list[TopicStats]]:
 
 def purge(topic: str) -> Call[int]:
     """Delete every message of a topic that is not pending (``pushpop.purge``)."""
-    return Call("SELECT pushpop.purge(%(topic)s)", {"topic": checks.topic(topic)}, _scalar)
+    return Call("SELECT pushpop.purge(%(topic)s)", {"topic": checks.topic(topic)}, _scalar, ADMIN)
 
 
 _NO_PAYLOAD: Any = object()
@@ -307,23 +320,29 @@ def new_message_fields(
     }
 
 
-# Migrations: one lock, held by `pushpop migrate` for its whole run and by every SQL file.
-MIGRATION_LOCK: LiteralString = "SELECT pg_advisory_lock(31654335925481328)"
-MIGRATION_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(31654335925481328)"
-APPLIED_MIGRATIONS: LiteralString = "SELECT version FROM pushpop.schema_migrations"
-MIGRATIONS_TABLE_EXISTS: LiteralString = (
-    "SELECT to_regclass('pushpop.schema_migrations') IS NOT NULL"
-)
-
-
 # Workers: registry, wake-ups and the maintenance leader.
 LISTEN: LiteralString = "LISTEN pushpop"
-NOTIFY_CHANNEL = "pushpop"
 
 
-def try_maintenance_leader() -> Call[bool]:
-    """Take the session lock that makes one worker, fleet-wide, run maintenance; True if won."""
-    return Call("SELECT pg_try_advisory_lock(31654335925481329)", {}, _scalar)
+def lead_maintenance(worker: UUID, lease: checks.Duration) -> Call[bool]:
+    """Become, or stay, the one worker that runs maintenance fleet-wide, for ``lease``; True if
+    this worker leads (``pushpop.lead_maintenance``)."""
+    return Call(
+        "SELECT pushpop.lead_maintenance(%(worker)s::uuid, %(lease)s::interval)",
+        {"worker": worker, "lease": checks.duration(lease, "lease", positive=True)},
+        _scalar,
+        MAINTAINER,
+    )
+
+
+def resign_maintenance(worker: UUID) -> Call[bool]:
+    """Give up the lead at once, for another worker to take (``pushpop.resign_maintenance``)."""
+    return Call(
+        "SELECT pushpop.resign_maintenance(%(worker)s::uuid)",
+        {"worker": worker},
+        _scalar,
+        MAINTAINER,
+    )
 
 
 def worker_heartbeat(
@@ -372,4 +391,5 @@ def prune_workers(stale_after: checks.Duration) -> Call[int]:
         "SELECT pushpop.prune_workers(%(stale)s::interval)",
         {"stale": checks.duration(stale_after, "stale_after", positive=True)},
         _scalar,
+        MAINTAINER,
     )

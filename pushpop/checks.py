@@ -38,15 +38,17 @@ def _plain_text(value: str, name: str) -> None:
         raise InvalidArgument(problem) from None
 
 
-def payload(value: Any, name: str = "payload") -> bytes:
-    """Payloads are bytes; text must be encoded by the caller, who knows its encoding."""
+def payload(value: Any, name: str = "payload", *, takes_json: bool = True) -> bytes:
+    """Payloads are bytes; text must be encoded by the caller, who knows its encoding.
+    ``takes_json``: the call also takes ``json=obj``, which the hint then suggests."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
+        for_json = "json=obj" if takes_json else "json.dumps(obj).encode()"
         raise InvalidType(
-            f"{name} must be bytes, got str: pass {name}.encode() for text, or json=obj for JSON"
+            f"{name} must be bytes, got str: pass {name}.encode() for text, or {for_json} for JSON"
         )
     raise InvalidType(f"{name} must be bytes, bytearray or memoryview, got {type(value).__name__}")
 

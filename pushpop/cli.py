@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import importlib
 import inspect
-import json
-import logging
 import os
 import re
 import sys
@@ -23,20 +20,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import __version__, logs, migrations
+from . import __version__, constants, logs, migrations
 from .async_client import AsyncClient
-from .client import DEFAULT_LEASE, Client, Message, resolve_dsn
-from .errors import Error
-from .message import TopicStats
+from .cli_output import print_message, stats_json, stats_table, workers_json, workers_table
+from .client import Client
+from .connection import checked_conninfo, redact, resolve_dsn
+from .errors import Error, InvalidArgument
 from .retry import Retry
 
 CONNECT_TIMEOUT = 5
 """Seconds the command waits for the database before giving up."""
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_DURATION = re.compile(r"^\s*(-?)\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Options that take a duration: "--delay -1s" is read as "--delay=-1s" (argparse would take
+# "-1s" for an option of its own), so a negative value is refused by what it is.
+_DURATION_OPTIONS: set[str] = set()
 
 
 def duration(text: str) -> timedelta:
@@ -46,30 +48,55 @@ def duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"invalid duration {text!r}: use e.g. 250ms, 30s, 5m, 1h, 1d or plain seconds"
         )
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2] or "s"])
+    seconds = float(match[2]) * _UNIT_SECONDS[match[3] or "s"]
+    return timedelta(seconds=-seconds if match[1] else seconds)
 
 
-def positive_duration(text: str) -> timedelta:
-    """A :func:`duration` above zero."""
-    value = duration(text)
-    if value <= timedelta(0):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be above zero")
-    return value
+def show(value: timedelta) -> str:
+    """A duration as the options take it: ``5m``, ``30s``, ``1d``."""
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNIT_SECONDS[unit] and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
+    return f"{seconds:g}s"
 
 
-def format_age(delta: timedelta) -> str:
-    """A short age such as ``42s``, ``3m05s``, ``2h10m`` or ``4d03h``."""
-    seconds = max(0, int(delta.total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{seconds}s"
+def add_duration(
+    parser: argparse.ArgumentParser,
+    option: str,
+    default: timedelta | float,
+    help: str,
+    *,
+    positive: bool = False,
+) -> None:
+    """Adds an option taking a :func:`duration`, zero or more (above zero if ``positive``),
+    its default shown in its help."""
+    name = option.removeprefix("--").replace("-", " ")
+    wanted = "positive" if positive else "zero or positive"
+    if not isinstance(default, timedelta):
+        default = timedelta(seconds=default)
+
+    def parse(text: str) -> timedelta:
+        value = duration(text)
+        if value < timedelta(0) or (positive and value == timedelta(0)):
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}: {name} must be {wanted}")
+        return value
+
+    _DURATION_OPTIONS.add(option)
+    parser.add_argument(
+        option, type=parse, default=default, help=f"{help} (default {show(default)})"
+    )
+
+
+def joined_durations(argv: list[str]) -> list[str]:
+    """``argv`` with ``--delay -1s`` written ``--delay=-1s`` (see ``_DURATION_OPTIONS``)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _DURATION_OPTIONS and re.match(r"-\.?\d", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 # --- connecting --------------------------------------------------------------------------
@@ -77,23 +104,10 @@ def format_age(delta: timedelta) -> str:
 
 def conninfo(args: argparse.Namespace) -> str:
     """``--dsn``, else ``DATABASE_URL``, else libpq's defaults; with a short connect timeout."""
-    dsn = resolve_dsn(args.dsn)
     try:
-        if "connect_timeout" in conninfo_to_dict(dsn):
-            return dsn
-        return make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
-    except psycopg.ProgrammingError as exc:
-        # Reported without the string itself, which may hold a password.
-        problem = _dsn_problem(exc)
-        raise Error(f"invalid connection string (--dsn or DATABASE_URL): {problem}") from None
-
-
-def _dsn_problem(exc: Exception) -> str:
-    """libpq's complaint about a connection string, minus any quoted piece of the string."""
-    reason = str(exc).strip()
-    if reason.startswith(("invalid connection option", "invalid URI query parameter")):
-        return reason  # these quote an option name, never a value
-    return re.sub(r'"[^"]*"', '"..."', reason)
+        return checked_conninfo(args.dsn, connect_timeout=CONNECT_TIMEOUT)
+    except InvalidArgument as exc:
+        raise Error(f"{exc} (from --dsn or DATABASE_URL)") from None
 
 
 @contextlib.contextmanager
@@ -101,72 +115,6 @@ def open_client(args: argparse.Namespace) -> Iterator[Client]:
     """A one-connection :class:`Client` that gives up on an unreachable database in seconds."""
     with Client(conninfo(args), min_size=1, max_size=1, timeout=CONNECT_TIMEOUT) as client:
         yield client
-
-
-# --- output ------------------------------------------------------------------------------
-
-
-def payload_text(payload: bytes) -> tuple[str, str]:
-    """The payload as (encoding, text): UTF-8 when it is printable text, else base64."""
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
-        if all(c.isprintable() or c in "\n\t\r" for c in text):
-            return "utf-8", text
-    return "base64", base64.b64encode(payload).decode("ascii")
-
-
-def message_dict(msg: Message) -> dict[str, Any]:
-    """A message as JSON-ready fields; ``payload_encoding`` says how ``payload`` is written."""
-    encoding, text = payload_text(msg.payload)
-    return {
-        "id": str(msg.id),
-        "topic": msg.topic,
-        "state": msg.state,
-        "state_time": msg.state_time.isoformat() if msg.state_time else None,
-        "attempts": msg.attempts,
-        "max_attempts": msg.max_attempts,
-        "priority": msg.priority,
-        "lease": str(msg.lease) if msg.lease else None,
-        "created_at": msg.created_at.isoformat() if msg.created_at else None,
-        "error": msg.error,
-        "dedup_key": msg.dedup_key,
-        "payload_encoding": encoding,
-        "payload": text,
-    }
-
-
-def print_message(msg: Message, as_json: bool) -> None:
-    """Prints a message as aligned ``field  value`` lines, the payload last, or as JSON."""
-    fields = message_dict(msg)
-    if as_json:
-        print(json.dumps(fields, ensure_ascii=False))
-        return
-    fields["attempts"] = f"{msg.attempts} of {msg.max_attempts}"
-    del fields["max_attempts"]
-    encoding, text = fields.pop("payload_encoding"), fields.pop("payload")
-    for name, value in fields.items():
-        print(f"{name:<11} {'-' if value is None else value}")
-    print(f"payload     ({encoding}, {len(msg.payload)} bytes) {text}")
-
-
-def stats_table(rows: list[TopicStats], now: datetime) -> str:
-    """The per-topic counts as a table with aligned columns."""
-    header = ["TOPIC", "READY", "SCHEDULED", "PENDING", "COMPLETED", "DISCARDED", "OLDEST READY"]
-    lines = [header]
-    for s in rows:
-        age = "-" if s.oldest_ready is None else format_age(now - s.oldest_ready)
-        counts = [s.ready, s.scheduled, s.pending, s.completed, s.discarded]
-        lines.append([s.topic, *map(str, counts), age])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for line in lines:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
 
 
 # --- subcommands -------------------------------------------------------------------------
@@ -177,10 +125,10 @@ def migrate_args(parser: argparse.ArgumentParser) -> None:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Applies pending SQL migrations."""
+    """Installs or upgrades pushpop's schema; prints each SQL file it applied."""
     applied = migrations.migrate(conninfo(args))
-    for m in applied:
-        print(f"applied {m.path.name}")
+    for path in applied:
+        print(f"applied {path}")
     if not applied:
         print("up to date")
     return 0
@@ -192,10 +140,16 @@ def push_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "payload", nargs="?", default="-", help="message text (UTF-8); '-' or none: read stdin"
     )
-    parser.add_argument("--delay", type=duration, default=timedelta(0), help="e.g. 30s, 5m")
-    parser.add_argument("--priority", type=int, default=0, help="higher pops first (default 0)")
+    add_duration(parser, "--delay", 0, "ready after this long, e.g. 30s, 5m")
+    parser.add_argument(
+        "--priority", type=int, default=constants.PRIORITY,
+        help=f"higher pops first (default {constants.PRIORITY})",
+    )  # fmt: skip
     parser.add_argument("--dedup-key", help="push nothing while a live message has this key")
-    parser.add_argument("--max-attempts", type=int, default=25, help="default 25")
+    parser.add_argument(
+        "--max-attempts", type=int, default=constants.MAX_ATTEMPTS,
+        help=f"deliveries before it is discarded (default {constants.MAX_ATTEMPTS})",
+    )  # fmt: skip
     parser.add_argument("--id", help="message id (UUID); default: a new one")
 
 
@@ -219,7 +173,7 @@ def push(args: argparse.Namespace) -> int:
 def pop_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pop``."""
     parser.add_argument("topic")
-    parser.add_argument("--lease", type=positive_duration, default=DEFAULT_LEASE, help="default 5m")
+    add_duration(parser, "--lease", constants.LEASE, "how long it is ours", positive=True)
     parser.add_argument("--complete", action="store_true", help="complete it right away")
     parser.add_argument("--json", action="store_true", help="print JSON (null when none)")
 
@@ -269,11 +223,7 @@ def stats(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         rows = client.stats()
     if args.json:
-        out = [
-            {**vars(s), "oldest_ready": s.oldest_ready.isoformat() if s.oldest_ready else None}
-            for s in rows
-        ]
-        print(json.dumps(out, ensure_ascii=False))
+        print(stats_json(rows))
     elif rows:
         print(stats_table(rows, datetime.now(UTC)))
     else:
@@ -295,9 +245,7 @@ def requeue(args: argparse.Namespace) -> int:
 
 def cleanup_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``cleanup``."""
-    parser.add_argument(
-        "--grace", type=duration, default=timedelta(days=1), help="keep finished ones this long"
-    )
+    add_duration(parser, "--grace", constants.CLEANUP_GRACE, "keep finished ones this long")
 
 
 def cleanup(args: argparse.Namespace) -> int:
@@ -325,18 +273,40 @@ def worker_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``worker``."""
     parser.add_argument("handler", help="the handler to run, as module:function")
     parser.add_argument("--topic", action="append", required=True, help="repeat for more topics")
-    parser.add_argument("--concurrency", type=int, default=4, help="handlers at once (default 4)")
-    parser.add_argument("--lease", type=positive_duration, default=DEFAULT_LEASE)
-    parser.add_argument("--poll-interval", type=positive_duration, default=timedelta(seconds=1))
-    parser.add_argument("--shutdown-timeout", type=duration, default=timedelta(seconds=30))
-    parser.add_argument("--retry-base", type=positive_duration, default=timedelta(seconds=1))
-    parser.add_argument("--retry-cap", type=positive_duration, default=timedelta(hours=1))
-    parser.add_argument("--cleanup-grace", type=duration, default=timedelta(days=1))
+    parser.add_argument(
+        "--concurrency", type=int, default=constants.CONCURRENCY,
+        help=f"handlers at once (default {constants.CONCURRENCY})",
+    )  # fmt: skip
+    add_duration(
+        parser, "--lease", constants.LEASE, "a message is ours this long, extended while its"
+        " handler runs", positive=True,
+    )  # fmt: skip
+    add_duration(
+        parser, "--poll-interval", constants.POLL_INTERVAL,
+        "look for messages this often when no push wakes the worker", positive=True,
+    )  # fmt: skip
+    add_duration(
+        parser, "--shutdown-timeout", constants.SHUTDOWN_TIMEOUT,
+        "on SIGTERM/SIGINT, wait this long for running handlers before releasing their messages",
+    )  # fmt: skip
+    add_duration(
+        parser, "--retry-base", constants.RETRY_BASE, "first wait after a handler fails",
+        positive=True,
+    )  # fmt: skip
+    add_duration(
+        parser, "--retry-cap", constants.RETRY_CAP, "longest wait between retries", positive=True
+    )
+    add_duration(
+        parser, "--cleanup-grace", constants.CLEANUP_GRACE,
+        "maintenance deletes finished messages older than this",
+    )  # fmt: skip
     parser.add_argument(
         "--no-maintenance", action="store_true", help="never run requeue/cleanup from here"
     )
-    parser.add_argument("--log-level", default="INFO", choices=logging.getLevelNamesMapping())
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="default INFO")
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="default text"
+    )
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
@@ -356,11 +326,11 @@ def load_handler(spec: str) -> Callable[..., Any]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Runs a worker until SIGTERM/SIGINT: one log line per message. Async handlers run on
-    asyncio."""
+    """Runs HANDLER on the topics' messages until SIGTERM/SIGINT (a second one exits at once),
+    logging one line per message. An async def handler runs on asyncio."""
     handler = load_handler(args.handler)
     logs.configure(args.log_level, args.log_format)
-    options = {
+    options: dict[str, Any] = {
         "concurrency": args.concurrency, "lease": args.lease,
         "poll_interval": args.poll_interval, "shutdown_timeout": args.shutdown_timeout,
         "retry": Retry(base=args.retry_base, cap=args.retry_cap),
@@ -391,26 +361,11 @@ def workers(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         rows = client.workers()
     if args.json:
-        out = [
-            {**vars(w), "id": str(w.id), "started_at": w.started_at.isoformat(),
-             "heartbeat_at": w.heartbeat_at.isoformat()}
-            for w in rows
-        ]  # fmt: skip
-        print(json.dumps(out, ensure_ascii=False))
-        return 0
-    if not rows:
+        print(workers_json(rows))
+    elif rows:
+        print(workers_table(rows, datetime.now(UTC)))
+    else:
         print("no live workers")
-        return 0
-    now = datetime.now(UTC)
-    header = ["ID", "HOST", "PID", "TOPICS", "CONCURRENCY", "UP", "LAST HEARTBEAT"]
-    lines = [header] + [
-        [str(w.id), w.host, str(w.pid), ",".join(w.topics), str(w.concurrency),
-         format_age(now - w.started_at), format_age(now - w.heartbeat_at) + " ago"]
-        for w in rows
-    ]  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
     return 0
 
 
@@ -458,26 +413,15 @@ def build_parser(commands: list[Command] = COMMANDS) -> argparse.ArgumentParser:
     return parser
 
 
-def _redact(text: str, args: argparse.Namespace) -> str:
-    """Removes the connection's password from a message, should libpq ever echo it."""
-    with contextlib.suppress(psycopg.Error):
-        password = conninfo_to_dict(resolve_dsn(args.dsn)).get("password")
-        if password:
-            text = text.replace(str(password), "***")
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status (1 on errors, 2 on usage errors)."""
-    # The pool logs every failed connection attempt; the one error line below says it all.
-    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL + 1)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(joined_durations(sys.argv[1:] if argv is None else argv))
     try:
         status: int = args.run(args)
     except (Error, psycopg.Error) as exc:
         line = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"pushpop: error: {_redact(line, args)}", file=sys.stderr)
+        print(f"pushpop: error: {redact(line, resolve_dsn(args.dsn))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,101 +1,42 @@
-"""The synchronous client: a connection pool and one SQL function call per method."""
+# generated from pushpop/async_client.py by tools/async_to_sync.py: do not edit
+"""The client: a psycopg connection pool, and one SQL function call per method.
+
+Each method builds its statement with :mod:`pushpop.calls` and sends it; only the I/O is here.
+The asyncio client, :mod:`pushpop.async_client`, is the one written by hand;
+``tools/async_to_sync.py`` writes the sync :mod:`pushpop.client` from it.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import select
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from psycopg.conninfo import conninfo_to_dict
 
-from . import calls, checks, migrations
+from . import calls, checks, constants, migrations
 from .calls import Call
-from .errors import InvalidArgument, InvalidType, Unavailable, from_psycopg
+from .connection import (
+    POOL_NAME,
+    checked_conninfo,
+    has_input,
+    quiet_pool_logs,
+    try_once,
+    unavailable,
+    wants_connections,
+)
+from .errors import ClientClosed, InvalidType, from_psycopg
 from .message import MessageBase, TopicStats, WorkerInfo
-from .worker_common import RECONNECT_CAP, STALE_AFTER
+from .retry import Retry
+from .worker import Worker
 
 T = TypeVar("T")
-DEFAULT_LEASE = calls.POP_LEASE_DEFAULT
-DEFAULT_GRACE = timedelta(days=1)
 
 
-def resolve_dsn(dsn: str | None) -> str:
-    """``dsn`` if given, else ``DATABASE_URL``, else "": libpq's defaults (PGHOST, ...)."""
-    if dsn is not None:
-        if not isinstance(dsn, str):
-            raise InvalidType(f"dsn must be a str or None, got {type(dsn).__name__}")
-        return dsn
-    return os.environ.get("DATABASE_URL", "")
-
-
-def checked_conninfo(dsn: str | None) -> str:
-    """:func:`resolve_dsn`, refusing a malformed string at once, without quoting any piece of
-    it: libpq's complaint ("missing = after ...") may hold part of a password."""
-    conninfo = resolve_dsn(dsn)
-    try:
-        conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        problem = re.sub(r'"[^"]*"', '"..."', " ".join(str(exc).split()))
-        raise InvalidArgument(f"invalid connection string: {problem}") from None
-    return conninfo
-
-
-def redact(text: str, conninfo: str) -> str:
-    """``text`` with the connection string's password masked, should a message ever echo it."""
-    try:
-        password = conninfo_to_dict(conninfo).get("password")
-    except psycopg.Error:
-        return text
-    return text.replace(str(password), "***") if password else text
-
-
-def unavailable(conninfo: str, exc: Exception) -> Unavailable:
-    """Explains a pool timeout by trying one direct connection, whose error names the cause."""
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-    except psycopg.Error as direct:
-        reason = redact(" ".join(str(direct).split()), conninfo)
-        return Unavailable(f"cannot connect to the database: {reason}")
-    return Unavailable(f"no database connection became free in time ({exc})")
-
-
-def has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection has something to read, or is closed.
-
-    A healthy idle connection has nothing to read. One whose server went away (restart,
-    ``pg_terminate_backend``, failover) has the server's goodbye or end-of-file waiting.
-    """
-    if conn.closed:
-        return True
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    return bool(readable)
-
-
-def wants_connections(
-    pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any],
-) -> bool:
-    """Whether callers wait for a connection or the pool is below its minimum size."""
-    stats = pool.get_stats()
-    return stats.get("requests_waiting", 0) > 0 or stats.get("pool_size", 0) < pool.min_size
-
-
-def keep_reconnecting(pool: psycopg_pool.ConnectionPool[Any]) -> None:
-    """Called when one of the pool's reconnection attempts gives up (after RECONNECT_CAP
-    seconds): starts a fresh one while it is needed, so tries stay a few seconds apart
-    however long the database is away, instead of backing off for minutes."""
-    if wants_connections(pool):
-        pool.check()
-
-
-class Message(MessageBase):
-    """A message of a :class:`Client`: acknowledge it with one of the methods below."""
+class Message(MessageBase["Client"]):
+    """A message of its :class:`Client`: acknowledge it with one of the methods below."""
 
     def push(
         self,
@@ -110,8 +51,7 @@ class Message(MessageBase):
         ``durable=False``: returns before the push reaches disk (README, "Durability").
         """
         suffix = calls.commit_suffix(durable, conn is not None)
-        result: UUID = self._client._run(calls.push(self, delay, suffix), conn)
-        return result
+        return self._client._run(calls.push(self, delay, suffix), conn)
 
     def complete(self) -> None:
         """Marks the message done. Raises :class:`LeaseLost` if it is no longer ours."""
@@ -125,45 +65,64 @@ class Message(MessageBase):
         """Puts the message back in the queue, to be delivered again after ``delay``."""
         self._client._run(calls.defer(self, delay, reason))
 
-    def extend(self, lease: checks.Duration = DEFAULT_LEASE) -> None:
+    def extend(self, lease: checks.Duration = constants.LEASE) -> None:
         """Moves the lease deadline to ``lease`` from now, for work that takes longer."""
         self._client._run(calls.extend(self, lease))
 
 
+def _keep_reconnecting(pool: psycopg_pool.ConnectionPool[Any]) -> None:
+    """Called when one of the pool's reconnection attempts gives up (after RECONNECT_CAP
+    seconds): starts a fresh one while it is needed, so tries stay a few seconds apart
+    however long the database is away, instead of backing off for minutes."""
+    if wants_connections(pool):
+        pool.check()
+
+
 class Client:
-    """A pushpop client over a psycopg connection pool. Use it as a context manager, or close()."""
+    """A pushpop client over a psycopg connection pool.
+
+    Use it as ``with Client(...) as client:``, or ``client.open()`` it (a
+    :class:`Client` opens in its constructor) and ``client.close()`` it at the end; a
+    closed client cannot be opened again. Opening fails at once where retrying cannot help
+    (a refused password, a database that does not exist); a server that is down is waited for.
+    """
 
     def __init__(
         self,
         dsn: str | None = None,
         *,
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout: float = 30.0,
+        min_size: int = constants.MIN_SIZE,
+        max_size: int = constants.MAX_SIZE,
+        timeout: float = constants.POOL_TIMEOUT,
     ) -> None:
         self.conninfo = checked_conninfo(dsn)
         checks.integer(min_size, "min_size", low=0)
         checks.integer(max_size, "max_size", low=max(1, min_size))
+        self._timeout = timeout
+        self._opened = False
+        quiet_pool_logs()
         self._pool = psycopg_pool.ConnectionPool(
             self.conninfo,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
-            name="pushpop",
-            open=True,
+            name=POOL_NAME,
+            open=False,
             check=self._check_pooled,
-            reconnect_timeout=RECONNECT_CAP,
-            reconnect_failed=keep_reconnecting,
+            reconnect_timeout=constants.RECONNECT_CAP,
+            reconnect_failed=_keep_reconnecting,
         )
+        self.open()
 
     def _check_pooled(self, conn: psycopg.Connection[Any]) -> None:
         """The pool's check as it hands a connection out: raises if the connection is dead.
 
         A round trip is spent only on a connection with something to read (see
-        :func:`has_input`), so healthy use pays one system call instead of one round trip and
-        never gets a dead connection. A dead one means its idle siblings likely died with it
-        (a restart): they are all checked at once, rather than one slower call at a time.
+        :func:`~pushpop.connection.has_input`), so healthy use pays one system call instead of
+        one round trip and never gets a dead connection. A dead one means its idle siblings
+        likely died with it (a restart): they are all checked at once, rather than one slower
+        call at a time.
         """
         if not has_input(conn):
             return
@@ -173,7 +132,23 @@ class Client:
             self._pool.check()
             raise
 
+    def open(self) -> None:
+        """Opens the pool; its connections are made in the background. Opening twice is fine."""
+        if self._opened and self._pool.closed:
+            raise ClientClosed(
+                f"this {type(self).__name__} was closed and cannot be opened again: make a new one"
+            )
+        if not self._opened:
+            try_once(self.conninfo, self._timeout)
+        self._pool.open()
+        self._opened = True
+
+    def close(self) -> None:
+        """Closes the pool's connections."""
+        self._pool.close()
+
     def __enter__(self) -> Client:
+        self.open()
         return self
 
     def __exit__(
@@ -184,32 +159,34 @@ class Client:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Closes the pool's connections."""
-        self._pool.close()
+    def _check_open(self) -> None:
+        if self._pool.closed:
+            raise ClientClosed(f"this {type(self).__name__} is closed: make a new one")
 
     def _run(self, call: Call[T], conn: psycopg.Connection[Any] | None = None) -> T:
         """Sends one call, on the caller's connection if given, else on a pooled one."""
-        if conn is not None and not isinstance(conn, psycopg.Connection):
+        expected = psycopg.Connection
+        if conn is not None and (not isinstance(conn, expected)):
+            other = "an AsyncConnection goes with AsyncClient"
             raise InvalidType(
-                f"conn must be a psycopg.Connection, got {type(conn).__name__}"
-                " (an AsyncConnection goes with AsyncClient)"
+                f"conn must be a psycopg.{expected.__name__}, got {type(conn).__name__} ({other})"
             )
+        self._check_open()
         try:
             if conn is not None:
                 rows = conn.execute(call.sql, call.params).fetchall()
             else:
-                # Not pool.connection(): its commit on exit costs a tenth of a call's client CPU
-                # and does nothing in autocommit; putconn replaces a connection left unusable.
                 pooled = self._pool.getconn()
                 try:
                     rows = pooled.execute(call.sql, call.params).fetchall()
                 finally:
                     self._pool.putconn(pooled)
+        except psycopg_pool.PoolClosed as exc:
+            raise ClientClosed(f"this {type(self).__name__} is closed: make a new one") from exc
         except psycopg_pool.PoolTimeout as exc:
             raise unavailable(self.conninfo, exc) from exc
         except psycopg.Error as exc:
-            raise from_psycopg(exc) from exc
+            raise from_psycopg(exc, call.role) from exc
         return call.read(rows)
 
     def new_message(
@@ -218,12 +195,12 @@ class Client:
         payload: bytes | bytearray | memoryview | None = None,
         *,
         json: Any = calls._NO_PAYLOAD,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         dedup_key: str | None = None,
-        max_attempts: int = 25,
+        max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
     ) -> Message:
-        """Builds a message (its id chosen now) without sending it; ``msg.push()`` sends it."""
+        """Builds a message (its id chosen now) without sending it: ``msg.push()`` does."""
         fields = calls.new_message_fields(
             topic, payload, json, priority, dedup_key, max_attempts, id
         )
@@ -237,17 +214,22 @@ class Client:
         json: Any = calls._NO_PAYLOAD,
         delay: checks.Duration = 0,
         conn: psycopg.Connection[Any] | None = None,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         dedup_key: str | None = None,
-        max_attempts: int = 25,
+        max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         durable: bool = True,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`Message.push`)."""
         msg = self.new_message(
-            topic, payload, json=json, priority=priority, dedup_key=dedup_key,
-            max_attempts=max_attempts, id=id,
-        )  # fmt: skip
+            topic,
+            payload,
+            json=json,
+            priority=priority,
+            dedup_key=dedup_key,
+            max_attempts=max_attempts,
+            id=id,
+        )
         return msg.push(delay, conn, durable=durable)
 
     def push_many(
@@ -256,7 +238,7 @@ class Client:
         payloads: Sequence[bytes | bytearray | memoryview],
         *,
         delay: checks.Duration = 0,
-        priority: int = 0,
+        priority: int = constants.PRIORITY,
         conn: psycopg.Connection[Any] | None = None,
         durable: bool = True,
     ) -> list[UUID]:
@@ -264,13 +246,13 @@ class Client:
         suffix = calls.commit_suffix(durable, conn is not None)
         return self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
 
-    def pop(self, topic: str, *, lease: checks.Duration = DEFAULT_LEASE) -> Message | None:
+    def pop(self, topic: str, *, lease: checks.Duration = constants.LEASE) -> Message | None:
         """Leases the next ready message of ``topic`` for ``lease``, or returns None."""
         messages = self.pop_many(topic, 1, lease=lease)
         return messages[0] if messages else None
 
     def pop_many(
-        self, topic: str, n: int, *, lease: checks.Duration = DEFAULT_LEASE
+        self, topic: str, n: int, *, lease: checks.Duration = constants.LEASE
     ) -> list[Message]:
         """Leases up to ``n`` ready messages of ``topic``, in delivery order."""
         rows = self._run(calls.pop(topic, n, lease))
@@ -290,10 +272,10 @@ class Client:
         """Requeues messages whose lease expired (discards those out of attempts); how many."""
         return self._run(calls.requeue_expired())
 
-    def cleanup(self, grace: checks.Duration = DEFAULT_GRACE) -> int:
+    def cleanup(self, grace: checks.Duration = constants.CLEANUP_GRACE) -> int:
         """Deletes messages that finished more than ``grace`` ago, in short transactions."""
         total = 0
-        while (deleted := self._run(calls.cleanup_batch(grace))) == calls.CLEANUP_BATCH:
+        while (deleted := self._run(calls.cleanup_batch(grace))) == constants.CLEANUP_BATCH:
             total += deleted
         return total + deleted
 
@@ -307,16 +289,49 @@ class Client:
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""
-        return self._run(calls.workers(STALE_AFTER))
+        return self._run(calls.workers(constants.STALE_AFTER))
 
     def work(
-        self, topics: str | Sequence[str], handler: Callable[[Message], Any], **options: Any
+        self,
+        topics: str | Sequence[str],
+        handler: Callable[[Message], Any],
+        *,
+        concurrency: int = constants.CONCURRENCY,
+        lease: checks.Duration = constants.LEASE,
+        poll_interval: checks.Duration = constants.POLL_INTERVAL,
+        shutdown_timeout: checks.Duration = constants.SHUTDOWN_TIMEOUT,
+        retry: Retry | None = None,
+        maintenance: bool = True,
+        requeue_interval: checks.Duration = constants.REQUEUE_INTERVAL,
+        cleanup_interval: checks.Duration = constants.CLEANUP_INTERVAL,
+        cleanup_grace: checks.Duration = constants.CLEANUP_GRACE,
+        heartbeat_interval: checks.Duration = constants.HEARTBEAT_INTERVAL,
     ) -> None:
-        """Runs a :class:`pushpop.Worker` on ``topics`` until it is stopped (see its options)."""
-        from .worker import Worker  # the worker builds on this module
+        """Runs a worker (:class:`Worker`) on ``topics`` until it is stopped; the options
+        are the worker's."""
+        worker = Worker(
+            self,
+            topics,
+            handler,
+            concurrency=concurrency,
+            lease=lease,
+            poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout,
+            retry=retry,
+            maintenance=maintenance,
+            requeue_interval=requeue_interval,
+            cleanup_interval=cleanup_interval,
+            cleanup_grace=cleanup_grace,
+            heartbeat_interval=heartbeat_interval,
+        )
+        worker.run()
 
-        Worker(self, topics, handler, **options).run()
+    def migrate(self) -> list[str]:
+        """Brings pushpop's schema up to date; returns the SQL files applied, relative to
+        ``sql/`` (none when up to date).
 
-    def migrate(self) -> list[int]:
-        """Applies pending SQL migrations; returns the versions applied (none when up to date)."""
-        return [m.version for m in migrations.migrate(self.conninfo)]
+        Runs the migrator on a connection of its own (off the event loop, where there is one):
+        one code path keeps psql, ``pushpop migrate`` and both clients alike.
+        """
+        self._check_open()
+        return migrations.migrate(self.conninfo)

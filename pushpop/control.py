@@ -1,10 +1,11 @@
 """A worker's control thread: wake-ups, registration and fleet-wide maintenance.
 
 It keeps one connection of its own (application_name ``pushpop-worker-control``) that
-LISTENs on channel ``pushpop``, heartbeats in ``pushpop.workers``, and tries for the advisory
-lock that lets exactly one worker across all hosts run requeue_expired, cleanup and
-prune_workers. If the database goes away it reconnects with capped backoff (cut short as soon
-as another of the worker's calls gets through), re-LISTENs and asks its worker to poll once.
+LISTENs on channel ``pushpop``, heartbeats in ``pushpop.workers``, and asks for the lead
+(``pushpop.lead_maintenance``, a lease it renews) that lets exactly one worker across all hosts
+run requeue_expired, cleanup and prune_workers; a worker that stops gives the lead up. If the
+database goes away it reconnects with capped backoff (cut short as soon as another of the
+worker's calls gets through), re-LISTENs and asks its worker to poll once.
 Sync and async workers both use it: it needs no event loop.
 """
 
@@ -19,24 +20,37 @@ import psycopg
 
 from . import calls
 from .calls import Call
-from .client import redact
-from .worker_common import RECONNECT_CAP, STALE_AFTER, Outage, WorkerSettings, log
+from .connection import redact
+from .constants import CLEANUP_BATCH, LEAD_LEASE, RECONNECT_CAP, STALE_AFTER
+from .errors import Error, NotInstalled, from_psycopg
+from .worker_common import Outage, WorkerSettings, log
 
 CONTROL_APP = "pushpop-worker-control"
 
 
 def _execute(conn: psycopg.Connection[Any], call: Call[Any]) -> Any:
-    return call.read(conn.execute(call.sql, call.params).fetchall())
+    try:
+        rows = conn.execute(call.sql, call.params).fetchall()
+    except psycopg.OperationalError:
+        raise  # the connection is gone: reconnect
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, call.role) from exc
+    return call.read(rows)
 
 
 class Control:
-    """Runs in a thread of its own until ``stop()``; calls ``wake()`` when there may be work."""
+    """Runs in a thread of its own until ``stop()``; calls ``wake()`` when there may be work.
+
+    On a database without pushpop's schema it ends at once, keeping the error in ``failure``
+    for its worker to raise.
+    """
 
     def __init__(self, settings: WorkerSettings, conninfo: str, wake: Callable[[], None]) -> None:
         self.settings = settings
         self.conninfo = conninfo
         self.wake = wake
         self.is_leader = False
+        self.failure: NotInstalled | None = None
         self.outage = Outage(settings.id)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pushpop-control", daemon=True)
@@ -67,8 +81,16 @@ class Control:
                     pause, hurried = 0.1, False
                     self.wake()  # poll once for whatever was pushed while we were away
                     self._loop(conn)
+                    if self.is_leader:
+                        _execute(conn, calls.resign_maintenance(s.id))  # another takes over now
+                        self.is_leader = False
                     _execute(conn, calls.worker_stopped(s.id))
-            except psycopg.Error as exc:
+            except NotInstalled as exc:
+                self.is_leader = False
+                self.failure = exc
+                self.wake()
+                return
+            except (psycopg.Error, Error) as exc:
                 self.is_leader = False
                 self.outage.failed(redact(str(exc), self.conninfo))
                 log.debug("control connection lost; next try in %.1f s", pause)
@@ -92,8 +114,11 @@ class Control:
         s = self.settings
         topics = set(s.topics)
         self.is_leader = False
+        # The lead is renewed well within its lease, and asked for whenever maintenance is due.
+        renew_lead = LEAD_LEASE.total_seconds() / 3
         now = time.monotonic()
         next_beat, next_requeue, next_cleanup = now + s.heartbeat_interval, now, now
+        next_lead = now
         while not self._done.is_set():
             for note in conn.notifies(timeout=0.25):
                 if note.payload in topics:
@@ -102,12 +127,12 @@ class Control:
             if now >= next_beat:
                 self._heartbeat(conn)
                 next_beat = now + s.heartbeat_interval
-            if not s.maintenance or now < min(next_requeue, next_cleanup):
+            if not s.maintenance or now < min(next_requeue, next_cleanup, next_lead):
                 continue
-            if not self.is_leader:
-                self.is_leader = _execute(conn, calls.try_maintenance_leader())
-                if self.is_leader:
-                    log.info("worker %s runs maintenance for all workers", s.id)
+            leading = _execute(conn, calls.lead_maintenance(s.id, LEAD_LEASE))
+            if leading and not self.is_leader:
+                log.info("worker %s runs maintenance for all workers", s.id)
+            self.is_leader, next_lead = leading, now + renew_lead
             if not self.is_leader:
                 next_requeue = next_cleanup = now + s.requeue_interval
                 continue
@@ -124,7 +149,7 @@ class Control:
         while not self._done.is_set():
             batch = _execute(conn, calls.cleanup_batch(self.settings.cleanup_grace))
             deleted += batch
-            if batch < calls.CLEANUP_BATCH:
+            if batch < CLEANUP_BATCH:
                 break
         pruned = _execute(conn, calls.prune_workers(STALE_AFTER))
         if deleted or pruned:

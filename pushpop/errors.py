@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import errors as pg_errors
 
+from .constants import ADMIN, CONSUMER, MAINTAINER, PRODUCER
+
 
 class Error(Exception):
     """Base class of every error pushpop raises."""
@@ -26,12 +28,20 @@ class PayloadTooLarge(InvalidArgument):
     """A payload is larger than the database accepts (``pushpop.max_payload_bytes()``)."""
 
 
+class ClientClosed(Error):
+    """The client was closed: a mistake in the program, which no retry mends."""
+
+
 class DatabaseError(Error):
     """PostgreSQL refused or failed a call; the psycopg error is the ``__cause__``."""
 
 
 class PermissionDenied(DatabaseError):
     """The database role may not make this call: it lacks the pushpop role that grants it."""
+
+
+class NotInstalled(DatabaseError):
+    """The database has no pushpop schema (or an older one): ``pushpop migrate`` installs it."""
 
 
 class Unavailable(DatabaseError):
@@ -42,24 +52,53 @@ class MigrationError(Error):
     """The schema could not be brought up to date."""
 
 
-def from_psycopg(exc: psycopg.Error) -> Error:
-    """Translate a psycopg error into the pushpop error that says what it means."""
+NOT_INSTALLED = "pushpop is not installed in this database: run `pushpop migrate`"
+# The SQL functions' own messages begin so ("pushpop: topic must be ..."); the Python errors
+# say it by their type.
+_SQL_PREFIX = "pushpop: "
+
+
+def from_psycopg(exc: psycopg.Error, role: str | None = None) -> Error:
+    """Translate a psycopg error into the pushpop error that says what it means; ``role`` is
+    the pushpop role that grants the call that failed, when known."""
     if isinstance(exc, pg_errors.InvalidParameterValue):
         # Raised by the SQL functions' own argument checks: "pushpop: topic must be ...".
-        return InvalidArgument(exc.diag.message_primary or str(exc))
+        return InvalidArgument(_sql_message(exc))
     if isinstance(exc, pg_errors.ProgramLimitExceeded):
-        message = exc.diag.message_primary or str(exc)
-        if message.startswith("pushpop: payload"):  # push and push_many's size limit
+        message = _sql_message(exc)
+        if message.startswith("payload"):  # push and push_many's size limit
             return PayloadTooLarge(message)
         return DatabaseError(f"database error: {_first_line(exc)}")
+    if isinstance(exc, (pg_errors.InvalidSchemaName, pg_errors.UndefinedFunction)):
+        return NotInstalled(f"{NOT_INSTALLED} ({_first_line(exc)})")
     if isinstance(exc, pg_errors.InsufficientPrivilege):
+        if _is_pushpops_own(exc):  # a refusal of pushpop's SQL, such as a topic not granted
+            hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+            return PermissionDenied(_sql_message(exc) + hint)
         return PermissionDenied(
-            f"{_first_line(exc)} (the database role needs pushpop_producer, pushpop_consumer "
-            "or pushpop_admin: see the README's Security and roles)"
+            f"{_first_line(exc)} (the database role needs {_granting(role)}:"
+            " see the README's Security and roles)"
         )
     if isinstance(exc, psycopg.OperationalError):
         return Unavailable(f"database unavailable: {_first_line(exc)}")
     return DatabaseError(f"database error: {_first_line(exc)}")
+
+
+def _granting(role: str | None) -> str:
+    """The roles that grant a call: its own role, or pushpop_admin, which grants them all."""
+    if role is None:
+        return f"{PRODUCER}, {CONSUMER}, {MAINTAINER} or {ADMIN}"
+    return role if role == ADMIN else f"{role}, or {ADMIN}"
+
+
+def _is_pushpops_own(exc: psycopg.Error) -> bool:
+    """Whether pushpop's SQL raised the error itself (its messages begin with its name)."""
+    return (exc.diag.message_primary or "").startswith(_SQL_PREFIX)
+
+
+def _sql_message(exc: psycopg.Error) -> str:
+    message = exc.diag.message_primary or _first_line(exc)
+    return message.removeprefix(_SQL_PREFIX)
 
 
 def _first_line(exc: BaseException) -> str:

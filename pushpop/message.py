@@ -5,43 +5,52 @@ from __future__ import annotations
 import json as _json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
+
+from .constants import MAX_ATTEMPTS, PRIORITY
+
+C = TypeVar("C")
 
 # The columns of pushpop.message, in the order the calls select them.
 COLUMNS = (
     "id, topic, state, state_time, payload, priority, attempts, max_attempts, "
-    "lease, created_at, error, dedup_key"
+    "lease, lease_until, created_at, error, dedup_key"
 )
 
 
 @dataclass(eq=False, repr=False)
-class MessageBase:
-    """A message's fields. ``state`` is None until the message is pushed, popped or found."""
+class MessageBase(Generic[C]):
+    """A message's fields, and the client ``C`` that acknowledges it.
+
+    ``state`` is None until the message is pushed, popped or found. A pending message has a
+    ``lease`` (the token its acknowledgements show) and a ``lease_until`` (its deadline).
+    """
 
     topic: str
     payload: bytes
     id: UUID
-    priority: int = 0
-    max_attempts: int = 25
+    priority: int = PRIORITY
+    max_attempts: int = MAX_ATTEMPTS
     dedup_key: str | None = None
     state: str | None = None
     state_time: datetime | None = None
     attempts: int = 0
     lease: UUID | None = None
+    lease_until: datetime | None = None
     created_at: datetime | None = None
     error: str | None = None
-    _client: Any = field(default=None, compare=False)
+    _client: C = field(kw_only=True, compare=False)
 
     @classmethod
-    def from_row(cls, client: Any, row: tuple[Any, ...]) -> Any:
+    def from_row(cls, client: C, row: tuple[Any, ...]) -> Self:
         """Builds a message from a row of ``COLUMNS``."""
         (id_, topic, state, state_time, payload, priority, attempts, max_attempts,
-         lease, created_at, error, dedup_key) = row  # fmt: skip
+         lease, lease_until, created_at, error, dedup_key) = row  # fmt: skip
         return cls(
             topic=topic, payload=bytes(payload), id=id_, priority=priority,
             max_attempts=max_attempts, dedup_key=dedup_key, state=state,
-            state_time=state_time, attempts=attempts, lease=lease,
+            state_time=state_time, attempts=attempts, lease=lease, lease_until=lease_until,
             created_at=created_at, error=error, _client=client,
         )  # fmt: skip
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from . import checks
+from .constants import RETRY_BASE, RETRY_CAP, RETRY_JITTER
 from .errors import InvalidArgument, InvalidType, LeaseLost
 from .message import MessageBase
+
+Message = MessageBase[Any]
 
 
 @dataclass(frozen=True)
@@ -18,9 +22,9 @@ class Retry:
     The default retries after about 1 s, 2 s, 4 s ... up to an hour between attempts.
     """
 
-    base: checks.Duration = 1.0
-    cap: checks.Duration = 3600.0
-    jitter: float = 0.25
+    base: checks.Duration = RETRY_BASE
+    cap: checks.Duration = RETRY_CAP
+    jitter: float = RETRY_JITTER
 
     def __post_init__(self) -> None:
         base = checks.duration(self.base, "retry base", positive=True)
@@ -59,7 +63,7 @@ def describe(error: BaseException) -> str:
     return text[:2000]
 
 
-def after_failure(msg: MessageBase, error: BaseException, retry: Retry) -> Outcome:
+def after_failure(msg: Message, error: BaseException, retry: Retry) -> Outcome:
     """A failed attempt is retried with backoff, or discarded once ``max_attempts`` are used."""
     reason = describe(error)
     if msg.attempts >= msg.max_attempts:
@@ -67,9 +71,7 @@ def after_failure(msg: MessageBase, error: BaseException, retry: Retry) -> Outco
     return Outcome("defer", retry.delay(msg.attempts), reason)
 
 
-def decide(
-    msg: MessageBase, error: BaseException | None, retry: Retry
-) -> tuple[Outcome | None, str]:
+def decide(msg: Message, error: BaseException | None, retry: Retry) -> tuple[Outcome | None, str]:
     """After a handler ran: the outcome to apply (None if the handler acknowledged the message
     itself) and the words the log line uses for it."""
     if msg.state != "pending":

@@ -1,35 +1,52 @@
+# generated from pushpop/async_worker.py by tools/async_to_sync.py: do not edit
 """The worker: runs a handler on every message of some topics, and never loses one.
 
-Threads, each with one job:
-- the caller's thread pops messages whenever a handler slot is free (``run()``);
-- ``concurrency`` handler threads run the handler and acknowledge the outcome;
+Written once, for asyncio; ``tools/async_to_sync.py`` writes the threaded :mod:`pushpop.worker`
+from it. What truly differs between the two (handlers as tasks or threads, cancellation,
+signals) lives in :mod:`pushpop.tasks` and :mod:`pushpop.threads`.
+
+Who does what:
+- the popper (the caller of ``run()``) pops messages whenever a handler slot is free;
+- the crew runs ``concurrency`` handlers at most, and acts on each outcome;
 - a completer sends the completions of handlers that returned, together (complete_many);
 - a lease keeper extends the leases of messages whose handler is still running;
-- a control thread LISTENs for pushes, heartbeats in ``pushpop.workers`` and, if it wins the
-  advisory lock, runs the queue's maintenance (requeue_expired, cleanup, prune_workers).
-No thread holds a pooled connection while a handler runs.
+- the control thread (:mod:`pushpop.control`) LISTENs for pushes, heartbeats in
+  ``pushpop.workers`` and, if it leads, runs the queue's maintenance.
+No handler holds a pooled connection while it runs.
 """
 
 from __future__ import annotations
 
-import queue
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from types import FrameType
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
 
-from . import calls, retry
-from .client import Client, Message
+from . import calls, constants, retry
+from .calls import Call
+from .checks import Duration
+from .constants import SETTLE
 from .control import Control
-from .errors import Error, LeaseLost, Unavailable
+from .errors import Error, InvalidType, LeaseLost, NotInstalled, Unavailable
+from .retry import Retry
+from .threads import (
+    Crew,
+    Event,
+    Handle,
+    Queue,
+    attempt,
+    cancelling,
+    gather,
+    handling_signals,
+    spawn,
+)
 from .worker_common import (
     RELEASED,
-    SETTLE,
+    Completion,
     Flight,
     Job,
+    M,
     Pacer,
     SignalPolicy,
     WorkerSettings,
@@ -40,38 +57,77 @@ from .worker_common import (
     pop_failed,
 )
 
-Handler = Callable[[Message], Any]
+T = TypeVar("T")
+Handler = Callable[[M], Any]
 
 
-class Worker:
+class Source(Protocol[M]):
+    """What a worker needs of its client (:class:`~pushpop.Client`): where the database
+    is, popping, completing, and sending any other call."""
+
+    conninfo: str
+
+    def pop_many(self, topic: str, n: int, *, lease: Duration = ...) -> list[M]: ...
+
+    def complete_many(self, msgs: Sequence[M]) -> None: ...
+
+    def _run(self, call: Call[T]) -> T: ...
+
+
+class Worker(Generic[M]):
     """Runs ``handler(msg)`` for messages of ``topics`` until stopped.
 
     A handler that returns completes its message (unless it acknowledged it itself); one that
     raises has it retried with backoff (``retry``), or discarded after ``max_attempts``.
     SIGTERM/SIGINT (when run in the main thread) or ``stop()`` drain in-flight handlers for up to
-    ``shutdown_timeout`` seconds and release the rest; a second signal exits at once.
+    ``shutdown_timeout`` seconds and release the rest; a second signal exits at once. In
+    asyncio, cancelling the task that awaits ``run()`` releases the messages in flight at once.
     """
 
     def __init__(
-        self, client: Client, topics: str | Sequence[str], handler: Handler, **options: Any
+        self,
+        client: Source[M],
+        topics: str | Sequence[str],
+        handler: Handler[M],
+        *,
+        concurrency: int = constants.CONCURRENCY,
+        lease: Duration = constants.LEASE,
+        poll_interval: Duration = constants.POLL_INTERVAL,
+        shutdown_timeout: Duration = constants.SHUTDOWN_TIMEOUT,
+        retry: Retry | None = None,
+        maintenance: bool = True,
+        requeue_interval: Duration = constants.REQUEUE_INTERVAL,
+        cleanup_interval: Duration = constants.CLEANUP_INTERVAL,
+        cleanup_grace: Duration = constants.CLEANUP_GRACE,
+        heartbeat_interval: Duration = constants.HEARTBEAT_INTERVAL,
     ) -> None:
         if not callable(handler):
-            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+            kind = "callable"
+            raise InvalidType(f"handler must be {kind}, got {type(handler).__name__}")
         self.client = client
         self.handler = handler
-        self.settings = WorkerSettings.build(topics, **options)
-        self._stopping = threading.Event()
-        self._done = threading.Event()
-        self._wake = threading.Event()
-        self._flight = Flight(self.settings)
-        self._pacer = Pacer(self.settings.poll_interval)
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._completions: queue.SimpleQueue[tuple[Job, str] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._completer = threading.Thread(
-            target=self._send_completions, name="pushpop-completer", daemon=True
+        self.settings = WorkerSettings.build(
+            topics,
+            concurrency=concurrency,
+            lease=lease,
+            poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout,
+            retry=retry,
+            maintenance=maintenance,
+            requeue_interval=requeue_interval,
+            cleanup_interval=cleanup_interval,
+            cleanup_grace=cleanup_grace,
+            heartbeat_interval=heartbeat_interval,
         )
+        self._flight: Flight[M] = Flight(self.settings)
+        self._pacer = Pacer(self.settings.poll_interval)
+        self._crew: Crew[M] = Crew(self._handle, self.settings.concurrency)
+        self._stopping = Event()
+        self._wake = Event()
+        self._done = Event()
+        self._completions: Queue[Completion[M] | None] = Queue()
         self._control = Control(self.settings, client.conninfo, self._notified)
+        self._ran = False
 
     @property
     def is_leader(self) -> bool:
@@ -79,7 +135,7 @@ class Worker:
         return self._control.is_leader
 
     @property
-    def id(self) -> Any:
+    def id(self) -> UUID:
         """This worker's id in ``pushpop.workers()``."""
         return self.settings.id
 
@@ -94,55 +150,51 @@ class Worker:
         self._wake.set()
 
     def run(self) -> None:
-        """Works until ``stop()`` or a signal, then drains in-flight handlers and returns."""
-        if self._done.is_set() or self._threads:
-            raise Error("a Worker runs once; create a new one")
-        restore = self._install_signal_handlers()
-        try:
-            self._start()
-            self._dispatch()
-            self._drain()
-        finally:
-            self._done.set()
-            for _ in range(self.settings.concurrency):
-                self._jobs.put(None)
-            self._completions.put(None)  # no-op if _drain flushed them already
-            self._control.stop()
-            restore()
+        """Works until ``stop()`` or a signal, then drains in-flight handlers and returns.
 
-    # -- the caller's thread: popping -------------------------------------------------------
+        Raises :class:`~pushpop.NotInstalled` instead of waiting for a database that has no
+        pushpop schema (a database that is away is waited for).
+        """
+        if self._ran:
+            raise Error(f"a {type(self).__name__} runs once; create a new one")
+        self._ran = True
+        with handling_signals(self.stop, SignalPolicy(self.settings.shutdown_timeout)):
+            self._work()
 
-    def _start(self) -> None:
+    def _work(self) -> None:
         s = self.settings
-        log.info("worker %s started: topics=%s concurrency=%d", s.id, ",".join(s.topics),
-                 s.concurrency)  # fmt: skip
-        targets: list[tuple[str, Callable[[], None]]] = [
-            (f"pushpop-handler-{i}", self._handle_jobs) for i in range(s.concurrency)
-        ]
-        targets.append(("pushpop-lease-keeper", self._keep_leases))
-        for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self._completer.start()
+        log.info(
+            "worker %s started: topics=%s concurrency=%d", s.id, ",".join(s.topics), s.concurrency
+        )
         self._control.start()
+        self._crew.start()
+        keeper = spawn(self._keep_leases, "pushpop-lease-keeper")
+        completer = spawn(self._send_completions, "pushpop-completer")
+        try:
+            self._dispatch()
+        finally:
+            timeout = 0.0 if cancelling() else s.shutdown_timeout
+            self._shut_down(timeout, completer, keeper)
 
     def _dispatch(self) -> None:
         topics = deque(self.settings.topics)
         failures = 0
         while not self._stopping.is_set():
-            self._wake.clear()  # before popping: a push or a free slot from now on wakes us
+            if self._control.failure is not None:
+                raise self._control.failure
+            self._wake.clear()
             began = time.monotonic()
             try:
                 backlog, popped = self._fetch(topics)
                 failures = 0
                 self._control.outage.recovered(began)
                 if self._flight.must_ask_for_wake_up(backlog, popped):
-                    # Wake-ups from here on count: one may arrive before the call returns.
                     self._wake.clear()
                     self.client._run(calls.wait_for_push(self.settings.id, self.settings.topics))
                     self._wake.wait(SETTLE)
-                    continue  # pop once more: what was pushed just before did not notify
+                    continue
+            except NotInstalled:
+                raise
             except Error as exc:
                 failures += 1
                 self._stopping.wait(pop_failed(self._control.outage, exc, failures, began))
@@ -155,80 +207,77 @@ class Worker:
     def _fetch(self, topics: deque[str]) -> tuple[bool, int]:
         """Pops into the free handler slots, taking the topics in turn. Returns whether a topic
         may hold more (its pop filled every free slot), and how many messages it popped."""
-        backlog, popped = False, 0
+        backlog, popped = (False, 0)
         for _ in range(len(topics)):
             if (free := self._flight.free()) <= 0:
-                return True, popped
+                return (True, popped)
             topics.rotate(-1)
             messages = self.client.pop_many(topics[-1], free, lease=self.settings.lease)
             for msg in messages:
-                self._jobs.put(self._flight.add(msg))
+                self._crew.take(self._flight.add(msg))
             backlog = backlog or len(messages) == free
             popped += len(messages)
-        return backlog, popped
+        return (backlog, popped)
 
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self.settings.shutdown_timeout
-        with self._flight.changed:
-            while self._flight.jobs and (left := deadline - time.monotonic()) > 0:
-                self._flight.changed.wait(left)
-        # Send what finished first, so none of it is released (and delivered again).
-        self._completions.put(None)
-        self._completer.join()
-        for job in self._flight.release_all():
-            self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
-        log.info("worker %s stopped", self.settings.id)
-
-    # -- handler threads ----------------------------------------------------------------------
-
-    def _handle_jobs(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            error: BaseException | None = None
-            try:
-                self.handler(job.msg)
-            except BaseException as exc:  # a handler's failure is data, whatever it is
-                error = exc
-            self._finish(job, error)
-
-    def _finish(self, job: Job, error: BaseException | None) -> None:
-        queued = False  # a completion keeps its slot until the completer has sent it
+    def _shut_down(self, timeout: float, completer: Handle, keeper: Handle) -> None:
+        """Waits up to ``timeout`` for running handlers, sends what they completed, releases
+        the messages of the others, and ends the helpers."""
         try:
+            self._crew.wait(timeout)
+            self._completions.put_nowait(None)
+            gather(completer)
+            leftovers = self._flight.release_all()
+            self._crew.cancel(leftovers)
+            for job in leftovers:
+                self._acknowledge(job, retry.Outcome("defer", reason=RELEASED), "released")
+            log.info("worker %s stopped", self.settings.id)
+        finally:
+            self._done.set()
+            self._crew.stop()
+            gather(keeper)
+            self._control.stop()
+
+    def _handle(self, job: Job[M]) -> None:
+        """Runs the handler on one message and acts on the outcome. The job's slot is freed
+        then, or once the completer has sent its completion."""
+        queued = False
+        try:
+            error = attempt(self.handler, job.msg)
             if self._flight.is_released(job):
                 log_outcome(job.msg, job.started, time.monotonic(), "finished after release")
                 return
             outcome, label = retry.decide(job.msg, error, self.settings.retry)
             if outcome is None:
-                log_outcome(job.msg, job.started, time.monotonic(), label)
+                log_outcome(job.msg, job.started, time.monotonic(), label, error)
             elif outcome.action == "complete":
-                self._completions.put((job, label))
+                self._completions.put_nowait((job, label))
                 queued = True
             else:
-                self._acknowledge(job, outcome, label)
+                self._acknowledge(job, outcome, label, error)
         finally:
             if not queued:
                 self._free(job)
 
-    def _free(self, job: Job) -> None:
+    def _free(self, job: Job[M]) -> None:
         """The job is over: its handler slot takes the next message."""
         if self._flight.done(job):
-            self._wake.set()  # a slot is free again: pop
+            self._wake.set()
 
-    def _acknowledge(self, job: Job, outcome: retry.Outcome, label: str) -> None:
-        msg: Message = job.msg
+    def _acknowledge(
+        self, job: Job[M], outcome: retry.Outcome, label: str, error: BaseException | None = None
+    ) -> None:
+        """Defers or discards the job's message, and logs it (with ``error``, the handler's)."""
+        msg = job.msg
         try:
-            if outcome.action == "complete":
-                msg.complete()
-            elif outcome.action == "defer":
-                msg.defer(outcome.delay, reason=outcome.reason)
+            if outcome.action == "defer":
+                self.client._run(calls.defer(msg, outcome.delay, outcome.reason))
                 self._pacer.deferred(outcome.delay.total_seconds())
-                self._wake.set()  # recompute how long to sleep
+                self._wake.set()
             else:
-                msg.discard(reason=outcome.reason)
+                self.client._run(calls.discard(msg, outcome.reason))
         except Error as exc:
             label = retry.failed_acknowledgement(outcome, exc)
-        log_outcome(msg, job.started, time.monotonic(), label)
-
-    # -- completer ----------------------------------------------------------------------------
+        log_outcome(msg, job.started, time.monotonic(), label, error)
 
     def _send_completions(self) -> None:
         """Completes finished messages in batches: one statement for all that are waiting."""
@@ -247,14 +296,13 @@ class Worker:
             for job, _ in batch:
                 self._free(job)
 
-    # -- lease keeper ---------------------------------------------------------------------------
-
     def _keep_leases(self) -> None:
+        """Extends the leases of messages whose handler runs, three times per lease."""
         while not self._done.wait(min(self.settings.renew_every / 2, 1.0)):
             for job in self._flight.due_for_renewal():
                 began = time.monotonic()
                 try:
-                    job.msg.extend(self.settings.lease)
+                    self.client._run(calls.extend(job.msg, self.settings.lease))
                     self._flight.renewed(job)
                 except LeaseLost:
                     self._flight.lost(job)
@@ -262,26 +310,3 @@ class Worker:
                     self._control.outage.failed(str(exc), began)
                 except Error as exc:
                     log.warning("message %s: could not extend its lease (%s)", job.msg.id, exc)
-
-    # -- signals ----------------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        """SIGTERM/SIGINT stop the worker (see SignalPolicy). Only the main thread can do this."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        policy = SignalPolicy(self.settings)
-        wanted = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.getsignal(sig) for sig in wanted}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-            policy.received(signum)
-
-        for sig in wanted:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore

@@ -1,4 +1,4 @@
-"""What the sync and async workers share: settings, in-flight bookkeeping, pacing, signals, logs."""
+"""What both workers share and that does no I/O: settings, jobs in flight, pacing, outages, logs."""
 
 from __future__ import annotations
 
@@ -14,24 +14,22 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from . import checks
-from .calls import POP_LEASE_DEFAULT
+from . import checks, constants
 from .errors import Error, InvalidArgument, InvalidType, Unavailable
 from .message import MessageBase
 from .retry import COMPLETE, Retry, failed_acknowledgement
 
 log = logging.getLogger("pushpop.worker")
 
-# Between reconnection attempts to a database that went away: doubling, at most this.
-RECONNECT_CAP = 5.0
-# After asking for a wake-up (pushpop.wait_for_push) the popper waits this long, or until woken,
-# before its last pop: a push that checked for waiting consumers just before the request
-# commits meanwhile and is popped then, instead of a poll interval later.
-SETTLE = 0.1
-# A registry entry without a heartbeat for this long belongs to a dead worker.
-STALE_AFTER = timedelta(minutes=1)
+M = TypeVar("M", bound=MessageBase[Any])
+"""The messages a worker handles: its client's (``Message`` or ``AsyncMessage``)."""
+
+Delivery = tuple[uuid.UUID, uuid.UUID | None]
+"""One delivery of a message: its id and the lease that pop gave it."""
+
+RELEASED = "released: the worker stopped before its handler finished"
 
 
 @dataclass(frozen=True)
@@ -39,68 +37,81 @@ class WorkerSettings:
     """A worker's checked configuration (see :class:`pushpop.Worker` for each knob)."""
 
     topics: tuple[str, ...]
-    concurrency: int = 4
-    lease: timedelta = POP_LEASE_DEFAULT
-    poll_interval: float = 1.0
-    shutdown_timeout: float = 30.0
+    concurrency: int = constants.CONCURRENCY
+    lease: timedelta = constants.LEASE
+    poll_interval: float = constants.POLL_INTERVAL
+    shutdown_timeout: float = constants.SHUTDOWN_TIMEOUT
     retry: Retry = field(default_factory=Retry)
     maintenance: bool = True
-    requeue_interval: float = 5.0
-    cleanup_interval: float = 60.0
-    cleanup_grace: timedelta = timedelta(days=1)
-    heartbeat_interval: float = 10.0
+    requeue_interval: float = constants.REQUEUE_INTERVAL
+    cleanup_interval: float = constants.CLEANUP_INTERVAL
+    cleanup_grace: timedelta = constants.CLEANUP_GRACE
+    heartbeat_interval: float = constants.HEARTBEAT_INTERVAL
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
 
     @classmethod
-    def build(cls, topics: str | Sequence[str], **options: Any) -> WorkerSettings:
+    def build(
+        cls,
+        topics: str | Sequence[str],
+        *,
+        concurrency: int,
+        lease: checks.Duration,
+        poll_interval: checks.Duration,
+        shutdown_timeout: checks.Duration,
+        retry: Retry | None,
+        maintenance: bool,
+        requeue_interval: checks.Duration,
+        cleanup_interval: checks.Duration,
+        cleanup_grace: checks.Duration,
+        heartbeat_interval: checks.Duration,
+    ) -> WorkerSettings:
         """Checks every option, so a bad one fails before the worker touches the database."""
         names = [topics] if isinstance(topics, str) else list(topics)
         if not names:
             raise InvalidArgument("topics must name at least one topic")
-        topics_ = tuple(dict.fromkeys(checks.topic(t, "topic") for t in names))
-        opts = dict(options)
+        if retry is not None and not isinstance(retry, Retry):
+            raise InvalidType(f"retry must be a pushpop.Retry, got {type(retry)}")
 
-        def seconds(name: str, *, positive: bool = True) -> None:
-            if name in opts:
-                opts[name] = checks.duration(opts[name], name, positive=positive).total_seconds()
+        def seconds(value: checks.Duration, name: str, *, positive: bool = True) -> float:
+            return checks.duration(value, name, positive=positive).total_seconds()
 
-        def interval(name: str, *, positive: bool = True) -> None:
-            if name in opts:
-                opts[name] = checks.duration(opts[name], name, positive=positive)
-
-        if "concurrency" in opts:
-            checks.integer(opts["concurrency"], "concurrency", low=1, high=10_000)
-        interval("lease")
-        interval("cleanup_grace", positive=False)
-        for name in ("poll_interval", "requeue_interval", "cleanup_interval", "heartbeat_interval"):
-            seconds(name)
-        seconds("shutdown_timeout", positive=False)
-        if "retry" in opts and not isinstance(opts["retry"], Retry):
-            raise InvalidType(f"retry must be a pushpop.Retry, got {type(opts['retry'])}")
-        unknown = set(opts) - {f for f in cls.__dataclass_fields__ if f != "topics"}
-        if unknown:
-            raise InvalidType(f"unknown worker option(s): {', '.join(sorted(unknown))}")
-        return cls(topics=topics_, **opts)
-
-    @property
-    def lease_seconds(self) -> float:
-        """The lease as seconds."""
-        return self.lease.total_seconds()
+        return cls(
+            topics=tuple(dict.fromkeys(checks.topic(t, "topic") for t in names)),
+            concurrency=checks.integer(concurrency, "concurrency", low=1, high=10_000),
+            lease=checks.duration(lease, "lease", positive=True),
+            poll_interval=seconds(poll_interval, "poll_interval"),
+            shutdown_timeout=seconds(shutdown_timeout, "shutdown_timeout", positive=False),
+            retry=Retry() if retry is None else retry,
+            maintenance=checks.flag(maintenance, "maintenance"),
+            requeue_interval=seconds(requeue_interval, "requeue_interval"),
+            cleanup_interval=seconds(cleanup_interval, "cleanup_interval"),
+            cleanup_grace=checks.duration(cleanup_grace, "cleanup_grace"),
+            heartbeat_interval=seconds(heartbeat_interval, "heartbeat_interval"),
+        )
 
     @property
     def renew_every(self) -> float:
         """Leases of running handlers are extended this often: three times per lease."""
-        return self.lease_seconds / 3
+        return self.lease.total_seconds() / 3
 
 
-def log_outcome(msg: MessageBase, started: float, ended: float, outcome: str) -> None:
-    """One INFO line per handled message: id, topic, attempt, duration and outcome."""
+def log_outcome(
+    msg: MessageBase[Any],
+    started: float,
+    ended: float,
+    outcome: str,
+    error: BaseException | None = None,
+) -> None:
+    """One line per handled message: id, topic, attempt, duration and outcome. INFO, or WARNING
+    with the traceback when the handler raised ``error``."""
     duration_ms = round((ended - started) * 1000, 1)
-    log.info(
+    log.log(
+        logging.INFO if error is None else logging.WARNING,
         "message %s topic=%s attempt=%d took %.1f ms: %s",
         msg.id, msg.topic, msg.attempts, duration_ms, outcome,
+        exc_info=error,
         extra={
             "message_id": str(msg.id), "topic": msg.topic, "attempt": msg.attempts,
             "duration_ms": duration_ms, "outcome": outcome,
@@ -108,18 +119,32 @@ def log_outcome(msg: MessageBase, started: float, ended: float, outcome: str) ->
     )  # fmt: skip
 
 
-# Completions are sent together: whatever finished while the previous batch was on its way,
-# at most this many per statement (pushpop.complete_many).
-COMPLETE_BATCH = 500
+@dataclass(eq=False)
+class Job(Generic[M]):
+    """A popped message whose handler runs."""
+
+    msg: M
+    started: float
+    renew_at: float
+    released: bool = False
+
+    @property
+    def delivery(self) -> Delivery:
+        """What tells this job from another delivery of the same message."""
+        return (self.msg.id, self.msg.lease)
+
+
+Completion = tuple[Job[M], str]
+"""A job whose handler returned, and the log words for its completion."""
 
 
 def completion_batch(
-    first: tuple[Job, str], take: Callable[[], tuple[Job, str] | None]
-) -> tuple[list[tuple[Job, str]], bool]:
+    first: Completion[M], take: Callable[[], Completion[M] | None]
+) -> tuple[list[Completion[M]], bool]:
     """``first`` and the completions ``take`` has ready (a queue's get_nowait), at most
     COMPLETE_BATCH; True as well if the stop mark (None) came, so the sender stops after."""
     batch = [first]
-    while len(batch) < COMPLETE_BATCH:
+    while len(batch) < constants.COMPLETE_BATCH:
         try:
             item = take()
         except (queue.Empty, asyncio.QueueEmpty):
@@ -130,7 +155,7 @@ def completion_batch(
     return batch, False
 
 
-def log_completions(batch: Sequence[tuple[Job, str]], error: Error | None) -> None:
+def log_completions(batch: Sequence[Completion[M]], error: Error | None) -> None:
     """Logs each job of one complete_many: completed, or why not. On LeaseLost the batch's
     other messages were completed (their state says so); any other error completed none."""
     ended = time.monotonic()
@@ -140,57 +165,46 @@ def log_completions(batch: Sequence[tuple[Job, str]], error: Error | None) -> No
         log_outcome(job.msg, job.started, ended, label)
 
 
-@dataclass(eq=False)
-class Job:
-    """A popped message whose handler runs (``task`` is the asyncio task, for the async worker)."""
+class Flight(Generic[M]):
+    """The jobs in flight, by delivery: free handler slots, leases due for renewal, release.
 
-    msg: Any
-    started: float
-    renew_at: float
-    released: bool = False
-    task: Any = None
-
-
-class Flight:
-    """The jobs in flight: free handler slots, leases due for renewal, release at shutdown.
-
-    Thread-safe; the sync worker also waits on ``changed`` for jobs to finish.
+    Thread-safe: the asyncio worker's control thread reports wake-ups here too.
     """
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.changed = threading.Condition()
-        self.jobs: dict[Any, Job] = {}
+        self._lock = threading.Lock()
+        self.jobs: dict[Delivery, Job[M]] = {}
         self.backlog = False
         self.waiting = False  # asked for a wake-up since last sleeping, finding work or notified
 
     def free(self) -> int:
         """How many more messages the handlers can take now."""
-        with self.changed:
+        with self._lock:
             return self.settings.concurrency - len(self.jobs)
 
-    def add(self, msg: Any) -> Job:
+    def add(self, msg: M) -> Job[M]:
         """Records a popped message as in flight."""
         now = time.monotonic()
         job = Job(msg, now, now + self.settings.renew_every)
-        with self.changed:
-            self.jobs[msg.id] = job
+        with self._lock:
+            self.jobs[job.delivery] = job
         return job
 
-    def done(self, job: Job) -> bool:
-        """Forgets a finished job; True if the popper must wake: that freed the only slot, or
-        the queue holds more messages (see ``popped``)."""
-        with self.changed:
+    def done(self, job: Job[M]) -> bool:
+        """Forgets a finished job (and no other delivery of its message); True if the popper
+        must wake: that freed the only slot, or the queue holds more messages (see ``popped``)."""
+        with self._lock:
             was_full = len(self.jobs) >= self.settings.concurrency
-            self.jobs.pop(job.msg.id, None)
-            self.changed.notify_all()
+            if self.jobs.get(job.delivery) is job:
+                del self.jobs[job.delivery]
             return was_full or self.backlog
 
     def popped(self, backlog: bool) -> bool:
         """Records whether the last pops filled every slot they asked for (so the queue may hold
         more: each finished job then wakes the popper); True if slots are free already, in which
         case the popper pops again at once."""
-        with self.changed:
+        with self._lock:
             self.backlog = backlog
             return backlog and len(self.jobs) < self.settings.concurrency
 
@@ -198,17 +212,17 @@ class Flight:
         """After a round of pops: True if the popper is about to sleep with slots free and the
         queue empty, and has no wake-up asked for (``pushpop.wait_for_push``); it then asks,
         and pops once more. Popping anything may have used up an earlier request."""
-        with self.changed:
+        with self._lock:
             if popped:
                 self.waiting = False
-            if self.waiting or backlog or self.free() <= 0:
+            if self.waiting or backlog or len(self.jobs) >= self.settings.concurrency:
                 return False
             self.waiting = True
             return True
 
     def slept(self) -> None:
         """The popper slept: whatever woke it, it asks for a wake-up again before it next sleeps."""
-        with self.changed:
+        with self._lock:
             self.waiting = False
 
     def notified(self) -> None:
@@ -217,32 +231,32 @@ class Flight:
         missed the wake-up itself (it was popping, or had not yet seen its request go through)."""
         self.slept()
 
-    def is_released(self, job: Job) -> bool:
+    def is_released(self, job: Job[M]) -> bool:
         """Whether shutdown gave this job's message back already."""
-        with self.changed:
+        with self._lock:
             return job.released
 
-    def due_for_renewal(self) -> list[Job]:
+    def due_for_renewal(self) -> list[Job[M]]:
         """Jobs whose lease should be extended now."""
         now = time.monotonic()
-        with self.changed:
+        with self._lock:
             return [j for j in self.jobs.values() if j.renew_at <= now and not j.released]
 
-    def renewed(self, job: Job) -> None:
+    def renewed(self, job: Job[M]) -> None:
         """Notes a successful lease extension."""
         job.renew_at = time.monotonic() + self.settings.renew_every
 
-    def lost(self, job: Job) -> None:
+    def lost(self, job: Job[M]) -> None:
         """A lease extension was refused: log it if the handler still runs, and stop trying."""
-        with self.changed:
-            running = job.msg.id in self.jobs and job.msg.state == "pending"
+        with self._lock:
+            running = self.jobs.get(job.delivery) is job and job.msg.state == "pending"
         if running:
             log.warning("message %s: lease lost while its handler runs", job.msg.id)
         job.renew_at = float("inf")
 
-    def release_all(self) -> list[Job]:
+    def release_all(self) -> list[Job[M]]:
         """Marks every job still in flight as released and returns them, at shutdown."""
-        with self.changed:
+        with self._lock:
             left = [job for job in self.jobs.values() if not job.released]
             for job in left:
                 job.released = True
@@ -313,14 +327,14 @@ def pop_failed(outage: Outage, exc: Error, failures: int, began: float) -> float
         outage.failed(str(exc), began)
     elif failures == 1:
         log.warning("cannot pop messages (%s); retrying", exc)
-    return min(0.1 * 2.0 ** min(failures, 16), RECONNECT_CAP)  # no overflow, however long
+    return min(0.1 * 2.0 ** min(failures, 16), constants.RECONNECT_CAP)  # no overflow, however long
 
 
 class SignalPolicy:
     """First SIGTERM/SIGINT drains gracefully; a second one exits at once."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
+    def __init__(self, shutdown_timeout: float) -> None:
+        self.shutdown_timeout = shutdown_timeout
         self.count = 0
 
     def received(self, signum: int) -> None:
@@ -331,7 +345,4 @@ class SignalPolicy:
             log.warning("second %s: exiting now; leases in flight will expire", name)
             os._exit(128 + signum)
         log.info("%s: finishing in-flight messages (up to %.0fs); signal again to exit now",
-                 name, self.settings.shutdown_timeout)  # fmt: skip
-
-
-RELEASED = "released: the worker stopped before its handler finished"
+                 name, self.shutdown_timeout)  # fmt: skip
