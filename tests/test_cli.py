@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,43 @@ def test_bad_duration_is_a_usage_error_naming_the_option(
     assert f"argument {option}: invalid duration" in err
 
 
+@pytest.mark.parametrize("argv", [["--delay", "-1s"], ["--delay=-1s"], ["--delay", "-.5"]])
+def test_a_negative_delay_is_refused_for_what_it_is(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    status, _, err = run(capsys, "push", "jobs", "x", *argv)
+    assert status == 2
+    assert "argument --delay: invalid duration" in err
+    assert "delay must be zero or positive" in err
+
+
+def test_worker_help_describes_the_command_and_shows_each_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run(capsys, "worker", "--help")
+    assert status == 0
+    text = " ".join(out.split())
+    assert "Runs HANDLER on the topics' messages until SIGTERM/SIGINT" in text
+    for option, default in [
+        ("--lease", "5m"), ("--poll-interval", "1s"), ("--shutdown-timeout", "30s"),
+        ("--retry-base", "1s"), ("--retry-cap", "1h"), ("--cleanup-grace", "1d"),
+    ]:  # fmt: skip
+        metavar = option.removeprefix("--").upper().replace("-", "_")
+        help_text = text.split(f"{option} {metavar}")[-1].split(" --")[0]
+        assert f"(default {default})" in help_text, option
+    assert "--log-level {DEBUG,INFO,WARNING,ERROR,CRITICAL}" in text
+
+
+def test_an_error_of_the_sql_reads_pushpop_once(
+    capsys: pytest.CaptureFixture[str], dsn: str, conn: Conn
+) -> None:
+    conn.execute("SELECT pushpop.set_max_payload_bytes(5)")
+    status, out, err = run(capsys, "--dsn", dsn, "push", "jobs", "too long for five bytes")
+    assert (status, out) == (1, "")
+    assert err.startswith("pushpop: error: payload is 23 bytes, more than the limit of 5 bytes")
+    assert err.count("pushpop:") == 1
+
+
 def test_push_then_pop_prints_the_message_with_its_text_payload(
     capsys: pytest.CaptureFixture[str], dsn: str
 ) -> None:
@@ -93,6 +130,9 @@ def test_push_then_pop_prints_the_message_with_its_text_payload(
     assert popped["topic"] == "jobs"
     assert popped["state"] == "pending"
     assert popped["attempts"] == 1
+    assert datetime.fromisoformat(popped["lease_until"]) > datetime.fromisoformat(
+        popped["state_time"]
+    )  # fmt: skip
     assert popped["payload_encoding"] == "utf-8"
     assert popped["payload"] == "hello wörld"
 
@@ -104,6 +144,7 @@ def test_pop_text_output_says_how_the_payload_is_written(
     status, out, _ = run(capsys, "--dsn", dsn, "pop", "jobs")
     assert status == 0
     assert f"id          {msg_id}" in out.splitlines()
+    assert any(line.startswith("lease_until 20") for line in out.splitlines())
     assert out.splitlines()[-1] == "payload     (utf-8, 10 bytes) plain text"
 
 
@@ -182,8 +223,8 @@ def test_pop_lease_option_sets_the_lease_deadline(
     assert status == 0
     found = client.find(msg_id)
     assert found is not None
-    assert found.state_time is not None
-    assert before + timedelta(seconds=90) <= found.state_time <= after + timedelta(seconds=90)
+    assert found.lease_until is not None
+    assert before + timedelta(seconds=90) <= found.lease_until <= after + timedelta(seconds=90)
 
 
 def test_pop_on_an_empty_topic_succeeds_without_a_message(
@@ -249,8 +290,8 @@ def test_requeue_returns_expired_leases_to_the_queue(
     msg_id = client.push("jobs", b"x")
     msg = client.pop("jobs", lease=0.001)
     assert msg is not None
-    assert msg.state_time is not None
-    while db_now(conn) <= msg.state_time:  # the lease lasts a millisecond
+    assert msg.lease_until is not None
+    while db_now(conn) <= msg.lease_until:  # the lease lasts a millisecond
         pass
     status, out, _ = run(capsys, "--dsn", dsn, "requeue")
     assert (status, out) == (0, "moved 1 expired message(s)\n")
@@ -292,8 +333,13 @@ def test_migrate_brings_an_empty_database_up_to_date_once(
 ) -> None:
     status, out, _ = run(capsys, "migrate", "--dsn", empty_dsn)
     assert status == 0
-    assert out.splitlines()[0] == "applied 0001_core.sql"
-    assert len(out.splitlines()) == len(pushpop.migrations.available())
+    applied = out.splitlines()
+    migrations, functions = pushpop.migrations.available(), pushpop.migrations.function_files()
+    assert applied == [
+        *(f"applied {pushpop.migrations.relative(m.path)}" for m in migrations),
+        *(f"applied {pushpop.migrations.relative(path)}" for path in functions),
+    ]
+    assert applied[0] == "applied migrations/0001_baseline.sql"
     assert run(capsys, "migrate", "--dsn", empty_dsn) == (0, "up to date\n", "")
 
 

@@ -63,7 +63,9 @@ def test_push_then_pop_delivers_the_message_leased(client: pushpop.Client) -> No
     assert isinstance(message.lease, UUID)
     assert isinstance(message.state_time, datetime)
     assert isinstance(message.created_at, datetime)
-    assert timedelta(seconds=50) < message.state_time - message.created_at < timedelta(seconds=70)
+    assert isinstance(message.lease_until, datetime)
+    assert message.created_at <= message.state_time  # popped then
+    assert timedelta(seconds=59) < message.lease_until - message.state_time <= timedelta(seconds=60)
 
 
 def test_pop_returns_none_when_nothing_is_ready(client: pushpop.Client) -> None:
@@ -103,8 +105,8 @@ def test_a_pop_without_a_lease_leases_for_the_default_five_minutes(client: pushp
         before = datetime.now(UTC)
         msg = client.pop("t") if lease is None else client.pop("t", lease=lease)
         assert msg is not None
-        assert msg.state_time is not None
-        leased_for = (msg.state_time - before).total_seconds()
+        assert msg.lease_until is not None
+        leased_for = (msg.lease_until - before).total_seconds()
         assert expected - 5 < leased_for <= expected + 1, (lease, leased_for)
 
 
@@ -191,6 +193,21 @@ def test_complete_many_completes_the_leased_and_names_the_lost(client: pushpop.C
     assert found(client, kept.id).state == "completed"
 
 
+def test_complete_many_tells_two_deliveries_of_one_message_apart_by_their_leases(
+    client: pushpop.Client,
+) -> None:
+    client.push("t", b"x")
+    stale = popped(client, lease=0.01)
+    expire(client)
+    fresh = popped(client)
+    assert (fresh.id, fresh.attempts) == (stale.id, 2)
+    with pytest.raises(pushpop.LeaseLost, match=f"1 of 2 .*lease {stale.lease}") as raised:
+        client.complete_many([stale, fresh])
+    assert str(fresh.lease) not in str(raised.value)
+    assert (stale.state, fresh.state) == ("pending", "completed")
+    assert found(client, fresh.id).state == "completed"
+
+
 def test_complete_many_refuses_what_is_not_a_list_of_popped_messages(
     client: pushpop.Client,
 ) -> None:
@@ -238,10 +255,10 @@ def test_defer_without_delay_makes_the_message_ready_again(client: pushpop.Clien
 def test_extend_moves_the_lease_deadline(client: pushpop.Client) -> None:
     client.push("t", b"x")
     message = popped(client, lease=60)
-    before = found(client, message.id).state_time
+    before = found(client, message.id).lease_until
     assert before is not None
     message.extend(lease=timedelta(hours=2))
-    after = found(client, message.id).state_time
+    after = found(client, message.id).lease_until
     assert after is not None
     assert after - before > timedelta(hours=1, minutes=58)
     assert client.requeue_expired() == 0
@@ -258,7 +275,8 @@ def test_acknowledging_with_a_stale_lease_raises_lease_lost(client: pushpop.Clie
         with pytest.raises(pushpop.LeaseLost):
             acknowledge()
     stored = found(client, new.id)
-    assert (stored.state, stored.lease, stored.attempts) == ("pending", new.lease, 2)
+    assert (stored.state, stored.attempts) == ("pending", 2)
+    assert stored.lease is None  # find never shows a lease token: only its holder knows it
     new.complete()
 
 

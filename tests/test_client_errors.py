@@ -6,12 +6,14 @@ the client usable; a database-side error keeps the psycopg error as its cause.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from async_facade import SyncFacade
 from psycopg import errors as pg_errors
+from roles import Logins, made
 
 import pushpop
 
@@ -47,6 +49,7 @@ BAD_ARGUMENTS: list[tuple[str, Call, type[pushpop.Error], str]] = [
     ("push_many bytes", lambda c: c.push_many("t", b"ab"), TYPE, "payloads"),
     ("push_many None element", lambda c: c.push_many("t", [b"a", None]), TYPE, "payloads[1] must"),
     ("push_many str element", lambda c: c.push_many("t", ["a"]), TYPE, ".encode()"),
+    ("push_many str element, no json=", lambda c: c.push_many("t", ["a"]), TYPE, "json.dumps("),
     ("push_many negative delay", lambda c: c.push_many("t", [b"a"], delay=-5), VALUE, "delay must"),
     ("push_many empty topic", lambda c: c.push_many("", [b"a"]), VALUE, "topic must"),
     ("pop empty topic", lambda c: c.pop(""), VALUE, "topic must"),
@@ -153,3 +156,34 @@ def test_a_sql_argument_check_becomes_invalid_argument_with_its_cause(
     with pytest.raises(pushpop.InvalidArgument, match="topic is refused") as raised:
         client.purge("t")
     assert isinstance(raised.value.__cause__, pg_errors.InvalidParameterValue)
+
+
+@pytest.fixture(scope="module")
+def logins(server_conninfo: str, template_dbname: str) -> Iterator[Logins]:
+    """A LOGIN role holding only pushpop_producer, and one holding only pushpop_consumer."""
+    kinds = {"producer": ["pushpop_producer"], "consumer": ["pushpop_consumer"]}
+    with made(server_conninfo, kinds) as logins:
+        yield logins
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_refused_call_names_the_one_role_that_grants_it(
+    logins: Logins, dsn: str, flavour: str
+) -> None:
+    def client_as(kind: str) -> Any:
+        login = logins.dsn(dsn, kind)
+        return (
+            pushpop.Client(login) if flavour == "sync" else SyncFacade(pushpop.AsyncClient(login))
+        )
+
+    refused: list[tuple[str, Call, str]] = [
+        ("consumer", lambda c: c.push("t", b"x"), "needs pushpop_producer, or pushpop_admin:"),
+        ("producer", lambda c: c.pop("t"), "needs pushpop_consumer, or pushpop_admin:"),
+        ("producer", lambda c: c.requeue_expired(), "needs pushpop_maintainer, or pushpop_admin:"),
+        ("consumer", lambda c: c.purge("t"), "needs pushpop_admin:"),
+    ]
+    for kind, call, needs in refused:
+        with client_as(kind) as client, pytest.raises(pushpop.PermissionDenied) as raised:
+            call(client)
+        assert needs in str(raised.value)
+        assert isinstance(raised.value.__cause__, pg_errors.InsufficientPrivilege)

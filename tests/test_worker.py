@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import statistics
 import threading
 import time
@@ -24,7 +25,7 @@ from pushpop.worker_common import RELEASED
 class Running:
     """A Worker running in a background thread; stop() drains it and joins."""
 
-    def __init__(self, worker: pushpop.Worker) -> None:
+    def __init__(self, worker: pushpop.Worker[pushpop.Message]) -> None:
         self.worker = worker
         self.thread = threading.Thread(target=worker.run, name="test-worker")
         self.thread.start()
@@ -326,9 +327,89 @@ def test_bad_worker_options_fail_before_anything_runs(sync_client: pushpop.Clien
         pushpop.Worker(sync_client, "jobs", print, concurrency=0)
     with pytest.raises(pushpop.InvalidArgument, match="topic"):
         pushpop.Worker(sync_client, "", print)
-    with pytest.raises(pushpop.InvalidType, match="unknown worker option"):
-        pushpop.Worker(sync_client, "jobs", print, concurency=3)
+    with pytest.raises(TypeError, match="concurency"):
+        pushpop.Worker(sync_client, "jobs", print, concurency=3)  # type: ignore[call-arg]
     with pytest.raises(pushpop.InvalidArgument, match="lease"):
         pushpop.Worker(sync_client, "jobs", print, lease=-1)
     with pytest.raises(TypeError, match="handler"):
         pushpop.Worker(sync_client, "jobs", "not callable")  # type: ignore[arg-type]
+
+
+def lease_deadline(conn: psycopg.Connection[Any], id: Any) -> Any:
+    """A pending message's lease deadline, as the table holds it."""
+    row = conn.execute("SELECT lease_until FROM pushpop.messages WHERE id = %s", [id]).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_stale_delivery_that_finishes_leaves_the_fresh_delivery_of_its_message_in_flight(
+    sync_client: pushpop.Client,
+    conn: psycopg.Connection[Any],
+    start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Delivery 1 of a message loses its lease and the same worker pops delivery 2: when the
+    handler of delivery 1 ends, delivery 2 keeps its slot and its lease goes on being extended."""
+    caplog.set_level(logging.INFO, logger="pushpop")
+    id = sync_client.push("jobs", b"x")
+    leases: list[Any] = []
+    gates = [threading.Event(), threading.Event()]
+
+    def held(msg: pushpop.Message) -> None:
+        leases.append(msg.lease)
+        gates[len(leases) - 1].wait(30)
+
+    running = start("jobs", held, concurrency=2, lease=1.5, maintenance=False)
+    wait_for(lambda: len(leases) == 1, what="delivery 1")
+    with conn.transaction():  # delivery 1's lease runs out, as if its handler had stalled
+        expired = "UPDATE pushpop.messages SET lease_until = now() - interval '1 second'"
+        conn.execute(expired + " WHERE id = %s", [id])
+        assert conn.execute("SELECT pushpop.requeue_expired()").fetchone() == (1,)
+    wait_for(lambda: len(leases) == 2, what="delivery 2, to the same worker")
+    assert leases[0] != leases[1]
+
+    gates[0].set()
+    wait_for(
+        lambda: any("lease lost before it could be completed" in r.getMessage()
+                    for r in caplog.records),
+        what="delivery 1's completion to be refused",
+    )  # fmt: skip
+    # Extended every half second: twice more, so not merely once in flight as delivery 1 ended.
+    for _ in range(2):
+        before = lease_deadline(conn, id)
+        wait_for(lambda: lease_deadline(conn, id) > before,  # noqa: B023 (called at once)
+                 timeout=5, what="delivery 2's lease to be extended")  # fmt: skip
+    assert running.worker._flight.free() == 1  # delivery 2 holds its slot
+    gates[1].set()
+    wait_for(lambda: state_of(sync_client, id) == "completed", what="delivery 2's completion")
+
+
+def test_a_failing_handler_is_logged_as_a_warning_with_its_traceback(
+    sync_client: pushpop.Client, start: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushpop")
+    good = sync_client.push("jobs", b"good")
+    bad = sync_client.push("jobs", b"bad")
+
+    def handler(msg: pushpop.Message) -> None:
+        if msg.payload == b"bad":
+            raise ValueError("no good")
+
+    start("jobs", handler, retry=pushpop.Retry(base=3600, cap=3600))
+    wait_for(lambda: state_of(sync_client, good) == "completed", what="the good message")
+    wait_for(lambda: (m := sync_client.find(bad)) and m.error, what="the bad message's failure")
+
+    def outcome(id: Any) -> logging.LogRecord:
+        record: logging.LogRecord = wait_for(
+            lambda: next((r for r in caplog.records if getattr(r, "message_id", None) == str(id)),
+                         None),
+            what=f"the log line of {id}",
+        )  # fmt: skip
+        return record
+
+    failed, done = outcome(bad), outcome(good)
+    assert failed.levelno == logging.WARNING
+    assert failed.exc_info is not None
+    assert isinstance(failed.exc_info[1], ValueError)
+    assert "failed, retry in" in failed.getMessage()
+    assert (done.levelno, done.exc_info) == (logging.INFO, None)

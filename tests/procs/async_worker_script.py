@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import sys
+from typing import Any
 
 import handlers
 
 import pushpop
 
 
-async def main(topic: str, options: dict[str, object]) -> None:
+async def main(topic: str, options: dict[str, Any]) -> None:
     async with pushpop.AsyncClient() as client:
         await client.work(topic, handlers.async_record, **options)
 
