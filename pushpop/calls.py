@@ -320,6 +320,14 @@ def new_message_fields(
     }
 
 
+# Which schema a client talks to: first whether it may ask (pushpop may not be installed).
+MAY_ASK_SCHEMA_VERSION: LiteralString = (
+    "SELECT coalesce(has_function_privilege("
+    "to_regprocedure('pushpop.schema_version()'), 'EXECUTE'), false)"
+)
+SCHEMA_VERSION: LiteralString = "SELECT pushpop.schema_version()"
+
+
 # Workers: registry, wake-ups and the maintenance leader.
 LISTEN: LiteralString = "LISTEN pushpop"
 

@@ -17,7 +17,10 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import calls, migrations
 from .errors import DatabaseError, InvalidArgument, InvalidType, Unavailable
+
+log = logging.getLogger("pushpop")
 
 POOL_NAME = "pushpop"
 """What the clients name their pools; psycopg_pool names its threads after it."""
@@ -76,12 +79,35 @@ def try_once(conninfo: str, timeout: float) -> None:
     """
     seconds = max(1, math.ceil(min(timeout, 10.0)))
     try:
-        psycopg.connect(conninfo, connect_timeout=seconds).close()
+        with psycopg.connect(conninfo, connect_timeout=seconds, autocommit=True) as conn:
+            compare_schema(conn)
     except psycopg.OperationalError as exc:
         if _password_refused(exc) or _only_this_database_refuses(conninfo, seconds):
             raise DatabaseError(
                 f"cannot connect to the database: {_reason(exc, conninfo)}"
             ) from exc
+
+
+def compare_schema(conn: psycopg.Connection[Any]) -> None:
+    """Warns when the database's pushpop schema is not the one this package installs: a newer
+    one (upgrade the package) or an older one (run ``pushpop migrate``)."""
+    try:
+        if conn.execute(calls.MAY_ASK_SCHEMA_VERSION).fetchone() != (True,):
+            return  # not installed (every call will say so), or not a pushpop role
+        row = conn.execute(calls.SCHEMA_VERSION).fetchone()
+    except psycopg.Error:
+        return  # only a courtesy: the calls themselves report what is wrong
+    found, known = (row[0] if row else None) or 0, len(migrations.available())
+    if found > known:
+        log.warning(
+            "the database has pushpop schema version %d, newer than this pushpop knows (%d): "
+            "upgrade the pushpop package", found, known,
+        )  # fmt: skip
+    elif found < known:
+        log.warning(
+            "the database has pushpop schema version %d, older than this pushpop's (%d): "
+            "run `pushpop migrate`", found, known,
+        )  # fmt: skip
 
 
 def _password_refused(exc: psycopg.OperationalError) -> bool:

@@ -4,7 +4,9 @@ client. Each says what is wrong at once, instead of retrying what no retry mends
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -154,3 +156,37 @@ def test_a_closed_client_raises_client_closed_which_no_retry_mends(client: pushp
             call()
     assert not issubclass(pushpop.ClientClosed, pushpop.Unavailable)
     assert issubclass(pushpop.ClientClosed, pushpop.Error)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (
+            "INSERT INTO pushpop.schema_migrations (version, name) VALUES (99, 'later')",
+            "newer than this pushpop knows \\(\\d+\\): upgrade the pushpop package",
+        ),
+        (
+            "DELETE FROM pushpop.schema_migrations"
+            " WHERE version = (SELECT max(version) FROM pushpop.schema_migrations)",
+            "older than this pushpop's \\(\\d+\\): run `pushpop migrate`",
+        ),
+    ],
+)
+def test_a_client_warns_when_the_schema_is_not_the_one_its_package_installs(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture, change: str, words: str
+) -> None:
+    with pushpop.Client(dsn):
+        pass
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    conn.execute(change)
+    opens: list[Callable[[], Any]] = [
+        lambda: pushpop.Client(dsn),
+        lambda: SyncFacade(pushpop.AsyncClient(dsn)),
+    ]
+    for open_client in opens:
+        caplog.clear()
+        with open_client():
+            pass
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1
+        assert re.search(words, warned[0])
