@@ -22,7 +22,7 @@ from . import calls
 from .calls import Call
 from .connection import redact
 from .constants import CLEANUP_BATCH, LEAD_LEASE, RECONNECT_CAP, STALE_AFTER
-from .errors import Error, NotInstalled, from_psycopg
+from .errors import Error, NotInstalled, PermissionDenied, from_psycopg
 from .worker_common import Outage, WorkerSettings, log
 
 CONTROL_APP = "pushpop-worker-control"
@@ -50,6 +50,7 @@ class Control:
         self.conninfo = conninfo
         self.wake = wake
         self.is_leader = False
+        self.maintains = settings.maintenance  # until its role turns out not to be allowed
         self.failure: NotInstalled | None = None
         self.outage = Outage(settings.id)
         self._done = threading.Event()
@@ -127,9 +128,17 @@ class Control:
             if now >= next_beat:
                 self._heartbeat(conn)
                 next_beat = now + s.heartbeat_interval
-            if not s.maintenance or now < min(next_requeue, next_cleanup, next_lead):
+            if not self.maintains or now < min(next_requeue, next_cleanup, next_lead):
                 continue
-            leading = _execute(conn, calls.lead_maintenance(s.id, LEAD_LEASE))
+            try:
+                leading = _execute(conn, calls.lead_maintenance(s.id, LEAD_LEASE))
+            except PermissionDenied:
+                log.warning(
+                    "worker %s may not run maintenance (its role lacks pushpop_maintainer): "
+                    "leaving it to other workers", s.id,
+                )  # fmt: skip
+                self.maintains = False
+                continue
             if leading and not self.is_leader:
                 log.info("worker %s runs maintenance for all workers", s.id)
             self.is_leader, next_lead = leading, now + renew_lead

@@ -77,7 +77,7 @@ def from_psycopg(exc: psycopg.Error, role: str | None = None) -> Error:
             return PermissionDenied(_sql_message(exc) + hint)
         return PermissionDenied(
             f"{_first_line(exc)} (the database role needs {_granting(role)}:"
-            " see the README's Security and roles)"
+            " see docs/security.md)"
         )
     if isinstance(exc, psycopg.OperationalError):
         return Unavailable(f"database unavailable: {_first_line(exc)}")

@@ -1,9 +1,11 @@
-"""What one role cannot do to another: squat the install, block it, stall consumers, or touch
-the topics, deliveries and registry entries of another application. Real roles, real logins."""
+"""What one role cannot do to another: squat the install, block it or its maintenance, stall
+consumers, forge wake-ups, or touch the topics, deliveries and registry entries of another
+application. Real roles, real logins, real workers."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 from psycopg import errors as pg_errors
 from psycopg import sql
 from roles import Logins, made
+from waiting import wait_for
 
+import pushpop
 from pushpop import MigrationError, migrations
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -298,3 +302,87 @@ def test_concurrent_claims_of_the_lead_elect_exactly_one(dsn: str) -> None:
             thread.start()
             stack.callback(thread.join, 30)
     assert sorted(results) == [False, False, False, True]
+
+
+# --- Workers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(worker: pushpop.Worker[pushpop.Message]) -> Iterator[None]:
+    """The worker runs in a thread for the length of the block, and is stopped after it."""
+    thread = threading.Thread(target=worker.run, name="test-worker")
+    thread.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        thread.join(30)
+
+
+def test_a_stranger_holding_advisory_locks_cannot_stop_a_worker_from_requeueing(
+    logins: Logins, dsn: str, conn: Conn
+) -> None:
+    with logins.connect(dsn, "stranger") as stranger:
+        for key in (31654335925481328, 31654335925481329):
+            assert one(stranger, "SELECT pg_try_advisory_lock(%s)", [key]) is True
+        conn.execute("SELECT pushpop.push('jobs', 'x')")
+        abandoned = one(conn, "SELECT id FROM pushpop.pop('jobs', '1 millisecond')")
+        done: list[UUID] = []
+        with pushpop.Client(dsn) as client:
+            worker = pushpop.Worker(
+                client, "jobs", lambda msg: done.append(msg.id), requeue_interval=0.05
+            )
+            with running(worker):
+                wait_for(lambda: done == [abandoned], what="the lapsed lease, requeued")
+                assert worker.is_leader
+
+
+def test_a_worker_whose_role_may_not_maintain_says_so_once_and_keeps_working(
+    logins: Logins, dsn: str, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Everything a worker calls, but none of pushpop_maintainer's functions: granted in this
+    # database only, so the server-wide roles stay as they are.
+    name = sql.Identifier(logins.names["stranger"])
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pushpop TO {}").format(name))
+    for routine in (
+        "pop(text, interval, integer)", "complete_many(uuid[], uuid[])",
+        "wait_for_push(uuid, text[])", "worker_heartbeat(uuid, text, integer, text[], integer)",
+        "worker_stopped(uuid)", "schema_version()",
+    ):  # fmt: skip
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION pushpop.{} TO {}").format(sql.SQL(routine), name)
+        )
+    try:
+        caplog.set_level(logging.INFO, logger="pushpop")
+        conn.execute("SELECT pushpop.push('jobs', 'x')")
+        done: list[bytes] = []
+        with pushpop.Client(logins.dsn(dsn, "stranger")) as client:
+            worker = pushpop.Worker(
+                client, "jobs", lambda msg: done.append(msg.payload), requeue_interval=0.05
+            )
+            with running(worker):
+                wait_for(lambda: done == [b"x"], what="the handler")
+                refused = "may not run maintenance (its role lacks pushpop_maintainer)"
+                wait_for(lambda: refused in caplog.text, what="the warning")
+                conn.execute("SELECT pushpop.push('jobs', 'y')")
+                wait_for(lambda: done == [b"x", b"y"], what="the second message")
+        assert caplog.text.count(refused) == 1
+        assert not worker.is_leader
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+
+
+def test_a_forged_notification_only_makes_a_worker_look_for_work(
+    logins: Logins, dsn: str, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushpop")
+    done: list[bytes] = []
+    with pushpop.Client(dsn) as client:
+        worker = pushpop.Worker(client, "jobs", lambda msg: done.append(msg.payload))
+        with running(worker), logins.connect(dsn, "stranger") as stranger:
+            wait_for(lambda: client.workers(), what="the worker's registration")
+            for _ in range(3):
+                stranger.execute("NOTIFY pushpop, 'jobs'")
+            conn.execute("SELECT pushpop.push('jobs', 'real')")
+            wait_for(lambda: done == [b"real"], what="the real message")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
