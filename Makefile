@@ -27,18 +27,19 @@ demo: $(STAMP) ## run example/main.py against a database (an embedded one if non
 test: $(STAMP) lint ## lint, then run the whole test suite against a real PostgreSQL
 	$(PYTHON) -m pytest
 
-lint: $(STAMP) ## ruff check, ruff format --check and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict, the generated sync modules and the docs site
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(PYTHON) tools/async_to_sync.py --check
 	$(VENV)/bin/mypy
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
-format: $(STAMP) ## rewrite the code in ruff's format and apply ruff's safe fixes
+format: $(STAMP) ## write the sync modules from their async sources; ruff's format and safe fixes
+	$(PYTHON) tools/async_to_sync.py
 	$(VENV)/bin/ruff check --fix
 	$(VENV)/bin/ruff format
 
-snapshot: $(STAMP) ## regenerate sql/schema.snapshot.sql from the migrations
+snapshot: $(STAMP) ## regenerate sql/schema.snapshot.sql from the SQL files
 	$(PYTHON) tests/schema_snapshot.py
 
 bench: $(STAMP) ## run the benchmarks (python -m benchmarks)

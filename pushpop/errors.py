@@ -76,8 +76,7 @@ def from_psycopg(exc: psycopg.Error, role: str | None = None) -> Error:
             hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
             return PermissionDenied(_sql_message(exc) + hint)
         return PermissionDenied(
-            f"{_first_line(exc)} (the database role needs {_granting(role)}:"
-            " see docs/security.md)"
+            f"{_first_line(exc)} (the database role needs {_granting(role)}: see docs/security.md)"
         )
     if isinstance(exc, psycopg.OperationalError):
         return Unavailable(f"database unavailable: {_first_line(exc)}")
