@@ -32,12 +32,25 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 3) AS p
 \ir migrations/0003_access_control.sql
 \endif
 
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 4) AS pending \gset
+\if :pending
+\ir migrations/0004_expiry_pause_headers.sql
+\endif
+
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 5) AS pending \gset
+\if :pending
+\ir migrations/0005_schedules.sql
+\endif
+
 \ir functions/10_basics.sql
 \ir functions/20_push.sql
 \ir functions/30_pop.sql
 \ir functions/40_acknowledge.sql
 \ir functions/50_inspect.sql
+\ir functions/55_controls.sql
+\ir functions/56_operations.sql
 \ir functions/60_maintenance.sql
+\ir functions/65_schedules.sql
 \ir functions/70_wakeups.sql
 \ir functions/80_workers.sql
 \ir functions/90_security.sql

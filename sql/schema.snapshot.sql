@@ -52,15 +52,20 @@ CREATE TABLE pushpop.messages (
     error text,
     payload bytea NOT NULL,
     lease_until timestamp with time zone,
+    expires_at timestamp with time zone,
+    headers jsonb,
     CONSTRAINT messages_pkey PRIMARY KEY (id)
 ) WITH (fillfactor=80, autovacuum_vacuum_scale_factor=0.01, autovacuum_vacuum_insert_scale_factor=0.01, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0);
 CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup_key) WHERE ((dedup_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text])));
+CREATE INDEX messages_expiring ON pushpop.messages USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text])));
 CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
 CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
 CREATE INDEX messages_ready ON pushpop.messages USING btree (topic, priority DESC, state_time, seq) WHERE (state = 'ready'::text);
 CREATE INDEX messages_scheduled ON pushpop.messages USING btree (topic, state_time) WHERE (state = 'scheduled'::text);
 COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease and lease_until are set while the message is pending, and lease only then; topic has 1 to 255 characters; max_attempts is at least 1. state_time is when the message was pushed, retried or finished, when it is due if scheduled, and when it was popped if pending.';
 COMMENT ON COLUMN pushpop.messages.lease_until IS 'When the latest lease runs out; requeue_expired looks at it while the message is pending.';
+COMMENT ON COLUMN pushpop.messages.expires_at IS 'The deadline after which the message is never delivered: push''s expires_in from the push.';
+COMMENT ON COLUMN pushpop.messages.headers IS 'The message''s headers: a JSON object of string values, or NULL for none.';
 
 -- Type pushpop.message
 
@@ -77,9 +82,11 @@ CREATE TYPE pushpop.message AS (
     created_at timestamp with time zone,
     error text,
     dedup_key text,
-    lease_until timestamp with time zone
+    lease_until timestamp with time zone,
+    headers jsonb,
+    expires_at timestamp with time zone
 );
-COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state is ready (scheduled ones show as ready), pending, completed or discarded; state_time is when it may be popped (ready), when it was popped (pending) or when it finished; lease and lease_until, the lease token and its deadline, are set while it is pending.';
+COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state is ready (scheduled ones show as ready), pending, completed or discarded; state_time is when it may be popped (ready), when it was popped (pending) or when it finished; lease and lease_until, the lease token and its deadline, are set while it is pending; headers is a JSON object of strings or NULL; expires_at is the deadline after which it is never delivered, or NULL.';
 
 -- Table pushpop.waiting
 
@@ -126,6 +133,34 @@ CREATE TABLE pushpop.maintenance_leader (
     CONSTRAINT maintenance_leader_pkey PRIMARY KEY (one_row)
 );
 COMMENT ON TABLE pushpop.maintenance_leader IS 'The worker that runs maintenance for all, while its lease lasts. Private: use pushpop.lead_maintenance().';
+
+-- Table pushpop.paused_topics
+
+CREATE TABLE pushpop.paused_topics (
+    topic text NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT paused_topics_pkey PRIMARY KEY (topic)
+);
+COMMENT ON TABLE pushpop.paused_topics IS 'Topics that give nothing to pop. Private: use pushpop.pause() and pushpop.resume().';
+
+-- Table pushpop.schedules
+
+CREATE TABLE pushpop.schedules (
+    name text NOT NULL,
+    topic text NOT NULL,
+    payload bytea NOT NULL,
+    cron text,
+    every interval,
+    timezone text NOT NULL,
+    priority integer NOT NULL,
+    anchor_at timestamp with time zone NOT NULL,
+    next_run_at timestamp with time zone NOT NULL,
+    last_run_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_pkey PRIMARY KEY (name)
+) WITH (fillfactor=50);
+CREATE INDEX schedules_due ON pushpop.schedules USING btree (next_run_at);
+COMMENT ON TABLE pushpop.schedules IS 'Periodic messages: exactly one of cron and every is set. Private: use pushpop.schedule(), pushpop.unschedule(), pushpop.schedules() and pushpop.run_schedules().';
 
 -- Routine pushpop.require(boolean,text)
 
@@ -182,6 +217,16 @@ BEGIN
         define_setting.name, define_setting.result_type, 'SELECT ' || define_setting.value);
 END $procedure$;
 COMMENT ON PROCEDURE pushpop.define_setting(text,text,text) IS 'Used by the functions that change a setting of this database: redefines pushpop.<name>() to return value, a constant of result_type.';
+
+-- Routine pushpop.topics_paused()
+
+CREATE OR REPLACE FUNCTION pushpop.topics_paused()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT false$function$;
+COMMENT ON FUNCTION pushpop.topics_paused() IS 'True while any topic of this database is paused (pushpop.pause): only then does pop look up whether its topic is.';
 
 -- Routine pushpop.topic_grants_in_use()
 
@@ -261,9 +306,66 @@ COMMENT ON FUNCTION pushpop.max_payload_bytes() IS 'The largest payload, in byte
 GRANT EXECUTE ON ROUTINE pushpop.max_payload_bytes() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.max_payload_bytes() TO pushpop_producer;
 
--- Routine pushpop.push(text,bytea,interval,integer,uuid,text,integer)
+-- Routine pushpop.set_max_header_bytes(integer)
 
-CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, id uuid DEFAULT NULL::uuid, dedup_key text DEFAULT NULL::text, max_attempts integer DEFAULT 25)
+CREATE OR REPLACE FUNCTION pushpop.set_max_header_bytes(max_bytes integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require(set_max_header_bytes.max_bytes BETWEEN 2 AND 1048576,
+                            'max_bytes must be between 2 and 1048576 (1 MiB)');
+    CALL pushpop.define_setting('max_header_bytes', 'integer', set_max_header_bytes.max_bytes::text);
+    RETURN set_max_header_bytes.max_bytes;
+END $function$;
+COMMENT ON FUNCTION pushpop.set_max_header_bytes(integer) IS 'Sets the largest headers object push and push_many accept in this database, in bytes of its JSON text (2 to 1 MiB), and returns it. Messages already queued are not affected.';
+GRANT EXECUTE ON ROUTINE pushpop.set_max_header_bytes(integer) TO pushpop_admin;
+
+-- Routine pushpop.max_header_bytes()
+
+CREATE OR REPLACE FUNCTION pushpop.max_header_bytes()
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT 8192$function$;
+COMMENT ON FUNCTION pushpop.max_header_bytes() IS 'The largest headers object, in bytes of its JSON text, that push and push_many accept in this database (default 8192).';
+GRANT EXECUTE ON ROUTINE pushpop.max_header_bytes() TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.max_header_bytes() TO pushpop_producer;
+
+-- Routine pushpop.require_headers(jsonb)
+
+CREATE OR REPLACE FUNCTION pushpop.require_headers(headers jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    bad_key text;
+BEGIN
+    PERFORM pushpop.require(jsonb_typeof(require_headers.headers) = 'object',
+                            format('headers must be a JSON object of strings, got a %s',
+                                   jsonb_typeof(require_headers.headers)));
+    SELECT h.key INTO bad_key FROM jsonb_each(require_headers.headers) AS h
+    WHERE jsonb_typeof(h.value) <> 'string' LIMIT 1;
+    PERFORM pushpop.require(bad_key IS NULL,
+                            format('headers must be a JSON object of strings: %s is not a string',
+                                   quote_literal(bad_key)));
+    IF octet_length(require_headers.headers::text) > pushpop.max_header_bytes() THEN
+        RAISE EXCEPTION 'pushpop: headers are % bytes, more than the limit of % bytes',
+            octet_length(require_headers.headers::text), pushpop.max_header_bytes()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'pushpop.set_max_header_bytes() changes the limit of this database.';
+    END IF;
+END $function$;
+COMMENT ON FUNCTION pushpop.require_headers(jsonb) IS 'Raises invalid_parameter_value (22023) unless headers is a JSON object of string values, and program_limit_exceeded (54000) when its text is longer than pushpop.max_header_bytes().';
+
+-- Routine pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb)
+
+CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, id uuid DEFAULT NULL::uuid, dedup_key text DEFAULT NULL::text, max_attempts integer DEFAULT 25, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb)
  RETURNS uuid
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -289,6 +391,13 @@ BEGIN
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
                                               octet_length(push.dedup_key)));
     END IF;
+    IF push.expires_in IS NOT NULL OR push.headers IS NOT NULL THEN
+        PERFORM pushpop.require(push.expires_in IS NULL OR push.expires_in > interval '0',
+                                'expires_in must be positive (or NULL for never)');
+        IF push.headers IS NOT NULL THEN
+            PERFORM pushpop.require_headers(push.headers);
+        END IF;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push.topic);
     END IF;
@@ -300,10 +409,12 @@ BEGIN
     END IF;
     LOOP
         INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload)
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+             expires_at, headers)
         VALUES (new_id, push.topic,
                 CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload)
+                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload,
+                now() + push.expires_in, push.headers)
         ON CONFLICT DO NOTHING
         RETURNING m.id INTO got;
         IF got IS NOT NULL THEN
@@ -331,13 +442,13 @@ BEGIN
         -- The conflicting message finished in between: try the insert again.
     END LOOP;
 END $function$;
-COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
-GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer) TO pushpop_producer;
+COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is never delivered once that long has passed since the push (delay included); headers is a JSON object of strings (pushpop.require_headers).';
+GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_producer;
 
--- Routine pushpop.push_many(text,bytea[],interval,integer)
+-- Routine pushpop.push_many(text,bytea[],interval,integer,interval,jsonb)
 
-CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0)
+CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb)
  RETURNS SETOF uuid
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -360,6 +471,13 @@ BEGIN
         PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(false, 'priority must not be NULL');
     END IF;
+    IF push_many.expires_in IS NOT NULL OR push_many.headers IS NOT NULL THEN
+        PERFORM pushpop.require(push_many.expires_in IS NULL OR push_many.expires_in > interval '0',
+                                'expires_in must be positive (or NULL for never)');
+        IF push_many.headers IS NOT NULL THEN
+            PERFORM pushpop.require_headers(push_many.headers);
+        END IF;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
@@ -378,10 +496,12 @@ BEGIN
         SELECT gen_random_uuid() AS id, p.payload, p.n
         FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
     ), inserted AS (
-        INSERT INTO pushpop.messages (id, topic, state, state_time, priority, payload)
+        INSERT INTO pushpop.messages
+            (id, topic, state, state_time, priority, payload, expires_at, headers)
         SELECT i.id, push_many.topic,
                CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-               now() + push_many.delay, push_many.priority, i.payload
+               now() + push_many.delay, push_many.priority, i.payload,
+               now() + push_many.expires_in, push_many.headers
         FROM input AS i ORDER BY i.n
     )
     SELECT i.id FROM input AS i ORDER BY i.n;
@@ -390,9 +510,9 @@ BEGIN
         PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $function$;
-COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer) IS 'Enqueues one message per payload in a single statement and returns their ids in input order. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';
-GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer) TO pushpop_producer;
+COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) IS 'Enqueues one message per payload in a single statement and returns their ids in input order; expires_in and headers, as in push, apply to each. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';
+GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_producer;
 
 -- Routine pushpop.pop(text,interval,integer)
 
@@ -414,6 +534,11 @@ BEGIN
 
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('pop', pop.topic);
+    END IF;
+    -- A paused topic gives nothing (55_controls.sql); looked up only while a topic is paused.
+    IF pushpop.topics_paused()
+       AND EXISTS (SELECT FROM pushpop.paused_topics AS p WHERE p.topic = pop.topic) THEN
+        RETURN;
     END IF;
 
     -- Scheduled messages that are due join the ready ones, all of them, so the order of
@@ -437,17 +562,20 @@ BEGIN
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
+                        AND (r.expires_at IS NULL OR r.expires_at > now())
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until;
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at;
         RETURN;
     END IF;
 
     -- A batch: lock its rows into an array first, then lease them in delivery order.
     picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
                     WHERE r.state = 'ready' AND r.topic = pop.topic
+                      AND (r.expires_at IS NULL OR r.expires_at > now())
                     ORDER BY r.priority DESC, r.state_time, r.seq
                     LIMIT pop.max_messages
                     FOR UPDATE SKIP LOCKED);
@@ -458,14 +586,16 @@ BEGIN
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = ANY (picked)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at
     )
     SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
-           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until
+           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
+           t.headers, t.expires_at
     FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
     ORDER BY p.n;
 END $function$;
-COMMENT ON FUNCTION pushpop.pop(text,interval,integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline (lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready.';
+COMMENT ON FUNCTION pushpop.pop(text,interval,integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline (lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready, when the topic is paused, or for a message past its expiry.';
 GRANT EXECUTE ON ROUTINE pushpop.pop(text,interval,integer) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.pop(text,interval,integer) TO pushpop_consumer;
 
@@ -606,7 +736,7 @@ AS $function$
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END
+           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
     FROM pushpop.messages AS m
     WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
 $function$;
@@ -617,7 +747,7 @@ GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_consumer;
 -- Routine pushpop.stats()
 
 CREATE OR REPLACE FUNCTION pushpop.stats()
- RETURNS TABLE(topic text, ready bigint, scheduled bigint, pending bigint, completed bigint, discarded bigint, oldest_ready timestamp with time zone)
+ RETURNS TABLE(topic text, ready bigint, scheduled bigint, pending bigint, completed bigint, discarded bigint, oldest_ready timestamp with time zone, paused boolean)
  LANGUAGE sql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -638,15 +768,18 @@ AS $function$
         SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
                count(*) FILTER (WHERE f.state = 'discarded'), NULL
         FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
+        UNION ALL
+        SELECT z.topic, 0, 0, 0, 0, 0, NULL FROM pushpop.paused_topics AS z
     )
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
-           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
+           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready),
+           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic)
     FROM counts AS c
     WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
     ORDER BY c.topic
 $function$;
-COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, and the earliest state_time among those ready now. Topics not granted to the caller are left out.';
+COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, the earliest state_time among those ready now, and whether the topic is paused. Topics not granted to the caller are left out.';
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_consumer;
 
@@ -666,9 +799,258 @@ GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_consumer;
 GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_maintainer;
 GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_producer;
 
+-- Routine pushpop.pause(text)
+
+CREATE OR REPLACE FUNCTION pushpop.pause(topic text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require_topic(pause.topic);
+    INSERT INTO pushpop.paused_topics (topic) VALUES (pause.topic) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF NOT pushpop.topics_paused() THEN
+        CALL pushpop.define_setting('topics_paused', 'boolean', 'true');
+    END IF;
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.pause(text) IS 'Pauses the topic: pop returns nothing from it until pushpop.resume(); pushes are still taken and deliveries under way go on. True if it was not paused already.';
+GRANT EXECUTE ON ROUTINE pushpop.pause(text) TO pushpop_admin;
+
+-- Routine pushpop.resume(text)
+
+CREATE OR REPLACE FUNCTION pushpop.resume(topic text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require_topic(resume.topic);
+    DELETE FROM pushpop.paused_topics AS p WHERE p.topic = resume.topic;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pushpop.paused_topics) THEN
+        CALL pushpop.define_setting('topics_paused', 'boolean', 'false');
+    END IF;
+    -- Sleeping consumers of the topic look for work at once.
+    PERFORM pushpop.wake(ARRAY[resume.topic]);
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.resume(text) IS 'Resumes a paused topic: its messages are popped again, and consumers waiting for it are woken. True if it was paused.';
+GRANT EXECUTE ON ROUTINE pushpop.resume(text) TO pushpop_admin;
+
+-- Routine pushpop.browse(text,text,uuid,integer)
+
+CREATE OR REPLACE FUNCTION pushpop.browse(topic text, state text DEFAULT NULL::text, after uuid DEFAULT NULL::uuid, max_rows integer DEFAULT 100)
+ RETURNS SETOF pushpop.message
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    states     text[] := ARRAY['ready', 'scheduled', 'pending', 'completed', 'discarded'];
+    c_state    text;
+    c_priority integer;
+    c_time     timestamptz;
+    c_seq      bigint;
+    wanted     text;
+    left_      integer := browse.max_rows;
+    got        integer;
+    resuming   boolean;
+BEGIN
+    PERFORM pushpop.require_topic(browse.topic);
+    PERFORM pushpop.require(browse.state IS NULL OR browse.state = ANY (states),
+                            format('state must be one of %s (or NULL for all), got %s',
+                                   array_to_string(states, ', '),
+                                   coalesce(quote_literal(browse.state), 'NULL')));
+    PERFORM pushpop.require(browse.max_rows >= 1, 'max_rows must be at least 1');
+    IF pushpop.topic_grants_in_use() THEN
+        PERFORM pushpop.require_grant('pop', browse.topic);
+    END IF;
+    IF browse.after IS NOT NULL THEN
+        SELECT m.state, m.priority, m.state_time, m.seq INTO c_state, c_priority, c_time, c_seq
+        FROM pushpop.messages AS m WHERE m.id = browse.after AND m.topic = browse.topic;
+        PERFORM pushpop.require(c_state IS NOT NULL,
+                                format('after must be the id of a message of topic %s; there is '
+                                       'no message %s in it (any more)',
+                                       quote_literal(browse.topic), browse.after));
+    END IF;
+    -- One state at a time, in the order above; a cursor resumes inside its message's state, and
+    -- the states before it were shown in full on earlier pages.
+    FOREACH wanted IN ARRAY states LOOP
+        CONTINUE WHEN browse.state IS NOT NULL AND wanted <> browse.state;
+        CONTINUE WHEN c_state IS NOT NULL
+                      AND array_position(states, wanted) < array_position(states, c_state);
+        resuming := wanted = c_state;
+        IF wanted = 'ready' AND resuming THEN
+            -- pop's order, through pop's index: the rest of the cursor's priority, then lower ones.
+            RETURN QUERY
+            SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
+                   r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
+                   NULL::timestamptz, r.headers, r.expires_at
+            FROM pushpop.messages AS r
+            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority = c_priority
+              AND (r.state_time, r.seq) > (c_time, c_seq)
+            ORDER BY r.priority DESC, r.state_time, r.seq
+            LIMIT left_;
+            GET DIAGNOSTICS got = ROW_COUNT;
+            left_ := left_ - got;
+            EXIT WHEN left_ <= 0;
+            RETURN QUERY
+            SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
+                   r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
+                   NULL::timestamptz, r.headers, r.expires_at
+            FROM pushpop.messages AS r
+            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority < c_priority
+            ORDER BY r.priority DESC, r.state_time, r.seq
+            LIMIT left_;
+        ELSIF wanted = 'ready' THEN
+            RETURN QUERY
+            SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
+                   r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
+                   NULL::timestamptz, r.headers, r.expires_at
+            FROM pushpop.messages AS r
+            WHERE r.state = 'ready' AND r.topic = browse.topic
+            ORDER BY r.priority DESC, r.state_time, r.seq
+            LIMIT left_;
+        ELSIF resuming THEN
+            -- Oldest first by state_time: when it falls due, was popped or finished.
+            RETURN QUERY
+            SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
+                   o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+            FROM pushpop.messages AS o
+            WHERE o.state = wanted AND o.topic = browse.topic AND o.state_time >= c_time
+              AND (o.state_time, o.seq) > (c_time, c_seq)
+            ORDER BY o.state_time, o.seq
+            LIMIT left_;
+        ELSE
+            RETURN QUERY
+            SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
+                   o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+            FROM pushpop.messages AS o
+            WHERE o.state = wanted AND o.topic = browse.topic
+            ORDER BY o.state_time, o.seq
+            LIMIT left_;
+        END IF;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        left_ := left_ - got;
+        EXIT WHEN left_ <= 0;
+    END LOOP;
+END $function$;
+COMMENT ON FUNCTION pushpop.browse(text,text,uuid,integer) IS 'Up to max_rows messages of the topic, without taking them: it locks nothing, changes nothing, and never shows a lease token. state is scheduled, ready, pending, completed or discarded (NULL: all, in that order: ready, scheduled, pending, completed, discarded). Ready messages come in the order pop delivers them, the others oldest first by state_time. after is the id of the last message of the previous page (keyset pagination: every page costs what the first costs). Needs the pop grant on the topic once topic grants are in use.';
+GRANT EXECUTE ON ROUTINE pushpop.browse(text,text,uuid,integer) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.browse(text,text,uuid,integer) TO pushpop_consumer;
+
+-- Routine pushpop.retry(uuid)
+
+CREATE OR REPLACE FUNCTION pushpop.retry(id uuid)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    retried_topic text;
+BEGIN
+    PERFORM pushpop.require(retry.id IS NOT NULL, 'id must not be NULL');
+    BEGIN
+        UPDATE pushpop.messages AS m
+        SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+        WHERE m.id = retry.id AND m.state = 'discarded'
+        RETURNING m.topic INTO retried_topic;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'pushpop: message % cannot be retried: a live message of its topic holds its '
+                        'dedup_key', retry.id
+            USING ERRCODE = 'unique_violation';
+    END;
+    IF retried_topic IS NULL THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = retried_topic) THEN
+        PERFORM pushpop.wake(ARRAY[retried_topic]);
+    END IF;
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.retry(uuid) IS 'Returns a discarded message (failed, cancelled or expired) to the queue, ready now, with a fresh count of attempts and no expiry; its error stays until its next failure. False if there is no discarded message with this id. Raises unique_violation (23505) if a live message of its topic holds its dedup_key.';
+GRANT EXECUTE ON ROUTINE pushpop.retry(uuid) TO pushpop_admin;
+
+-- Routine pushpop.retry_discarded(text,integer)
+
+CREATE OR REPLACE FUNCTION pushpop.retry_discarded(topic text, max_rows integer DEFAULT NULL::integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    retried integer;
+BEGIN
+    PERFORM pushpop.require_topic(retry_discarded.topic);
+    PERFORM pushpop.require(retry_discarded.max_rows IS NULL OR retry_discarded.max_rows >= 1,
+                            'max_rows must be at least 1 (or NULL for all)');
+    WITH dead AS MATERIALIZED (
+        SELECT d.id, d.dedup_key, d.state_time, d.seq FROM pushpop.messages AS d
+        WHERE d.state = 'discarded' AND d.topic = retry_discarded.topic
+        ORDER BY d.state_time, d.seq
+        LIMIT retry_discarded.max_rows
+        FOR UPDATE SKIP LOCKED
+    ), chosen AS (
+        -- A dedup_key may be live once: a message whose key a live message holds stays
+        -- discarded, and of several with one key only the oldest is retried.
+        SELECT c.id FROM (
+            SELECT d.id, d.dedup_key,
+                   row_number() OVER (PARTITION BY d.dedup_key ORDER BY d.state_time, d.seq) AS n
+            FROM dead AS d
+        ) AS c
+        WHERE c.dedup_key IS NULL
+           OR (c.n = 1 AND NOT EXISTS (
+                   SELECT FROM pushpop.messages AS l
+                   WHERE l.topic = retry_discarded.topic AND l.dedup_key = c.dedup_key
+                     AND l.state IN ('scheduled', 'ready', 'pending')))
+    )
+    UPDATE pushpop.messages AS m
+    SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+    FROM chosen WHERE m.id = chosen.id;
+    GET DIAGNOSTICS retried = ROW_COUNT;
+    IF retried > 0 AND EXISTS (SELECT FROM pushpop.waiting AS w
+                               WHERE w.topic = retry_discarded.topic) THEN
+        PERFORM pushpop.wake(ARRAY[retry_discarded.topic]);
+    END IF;
+    RETURN retried;
+END $function$;
+COMMENT ON FUNCTION pushpop.retry_discarded(text,integer) IS 'retry for the topic''s discarded messages (failed, cancelled and expired ones), oldest first, at most max_rows (NULL: all). A message whose dedup_key a live message holds stays discarded. Returns how many it retried.';
+GRANT EXECUTE ON ROUTINE pushpop.retry_discarded(text,integer) TO pushpop_admin;
+
+-- Routine pushpop.cancel(uuid)
+
+CREATE OR REPLACE FUNCTION pushpop.cancel(id uuid)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require(cancel.id IS NOT NULL, 'id must not be NULL');
+    -- A pop that holds the row wins: once it commits the message is pending, and untouched here.
+    UPDATE pushpop.messages AS m
+    SET state = 'discarded', state_time = now(), error = 'cancelled'
+    WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready');
+    RETURN FOUND;
+END $function$;
+COMMENT ON FUNCTION pushpop.cancel(uuid) IS 'Discards a ready or scheduled message with error ''cancelled'': it is never delivered. False, and nothing changes, for a pending message (its consumer holds it: it finishes or fails as usual), a finished one, or an unknown id.';
+GRANT EXECUTE ON ROUTINE pushpop.cancel(uuid) TO pushpop_admin;
+
 -- Routine pushpop.lead_maintenance(uuid,interval)
 
-CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '00:00:30'::interval)
+CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '00:00:01'::interval)
  RETURNS boolean
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -677,6 +1059,10 @@ AS $function$
 BEGIN
     PERFORM pushpop.require(lead_maintenance.worker IS NOT NULL, 'worker must not be NULL');
     PERFORM pushpop.require(lead_maintenance.lease_for > interval '0', 'lease_for must be positive');
+    IF EXISTS (SELECT FROM pushpop.maintenance_leader AS l
+               WHERE l.worker <> lead_maintenance.worker AND l.until >= now()) THEN
+        RETURN false;  -- another leads: no row lock taken, so asking often costs the leader nothing
+    END IF;
     INSERT INTO pushpop.maintenance_leader AS l (worker, until)
     VALUES (lead_maintenance.worker, now() + lead_maintenance.lease_for)
     ON CONFLICT (one_row) DO UPDATE SET worker = excluded.worker, until = excluded.until
@@ -712,30 +1098,43 @@ CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    moved  integer;
-    topics text[];
+    moved   integer;
+    expired integer;
+    topics  text[];
 BEGIN
-    WITH expired AS MATERIALIZED (
+    WITH lapsed AS MATERIALIZED (
         SELECT p.id FROM pushpop.messages AS p
         WHERE p.state = 'pending' AND p.lease_until < now()
         FOR UPDATE SKIP LOCKED
     ), moved_rows AS (
         UPDATE pushpop.messages AS m
-        SET state = CASE WHEN m.attempts >= m.max_attempts THEN 'discarded' ELSE 'ready' END,
+        SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= now()
+                         THEN 'discarded' ELSE 'ready' END,
             state_time = now(), lease = NULL,
-            error = format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
-                    || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
-        FROM expired WHERE m.id = expired.id
+            error = CASE WHEN m.expires_at <= now() THEN 'expired'
+                         ELSE format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
+                              || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
+                    END
+        FROM lapsed WHERE m.id = lapsed.id
         RETURNING m.topic, m.state
     )
     SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
     INTO moved, topics FROM moved_rows AS r;
+    -- Waiting messages past their expiry: pop passes them by already; this records why.
+    WITH dead AS MATERIALIZED (
+        SELECT w.id FROM pushpop.messages AS w
+        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+    FROM dead WHERE m.id = dead.id;
+    GET DIAGNOSTICS expired = ROW_COUNT;
     IF topics IS NOT NULL THEN
         PERFORM pushpop.wake(topics);
     END IF;
-    RETURN moved;
+    RETURN moved + expired;
 END $function$;
-COMMENT ON FUNCTION pushpop.requeue_expired() IS 'Returns every pending message whose lease deadline has passed to the queue, or discards it once it has used max_attempts (error says why). Returns how many messages it moved.';
+COMMENT ON FUNCTION pushpop.requeue_expired() IS 'Returns every pending message whose lease deadline has passed to the queue, or discards it once it has used max_attempts (error says why); and discards every message past its expiry, waiting or lapsed (error ''expired''). Returns how many messages it moved.';
 GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_maintainer;
 
@@ -786,6 +1185,428 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.purge(text) IS 'Deletes every message of the topic that is not pending (in-flight deliveries finish normally). Returns how many.';
 GRANT EXECUTE ON ROUTINE pushpop.purge(text) TO pushpop_admin;
+
+-- Routine pushpop.cron_field(text,text,integer,integer,text[],integer)
+
+CREATE OR REPLACE FUNCTION pushpop.cron_field(spec text, field text, low integer, high integer, names text[] DEFAULT NULL::text[], name_base integer DEFAULT 0)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    bits      bigint := 0;
+    term      text;
+    range_    text;
+    step      integer;
+    ends      text[];
+    first     integer;
+    last      integer;
+    value_    text;
+    parsed    integer[];
+    v         integer;
+BEGIN
+    FOREACH term IN ARRAY string_to_array(cron_field.spec, ',') LOOP
+        step := 1;
+        range_ := term;
+        IF strpos(term, '/') > 0 THEN
+            range_ := split_part(term, '/', 1);
+            value_ := substr(term, strpos(term, '/') + 1);
+            IF value_ !~ '^[0-9]{1,9}$' OR value_::integer = 0 THEN
+                RAISE EXCEPTION 'pushpop: cron has a bad % field %: step % must be a positive number',
+                    cron_field.field, quote_literal(cron_field.spec), quote_literal(value_)
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            step := value_::integer;
+        END IF;
+        IF range_ = '*' THEN
+            ends := ARRAY[cron_field.low::text, cron_field.high::text];
+        ELSIF strpos(range_, '-') > 0 THEN
+            ends := ARRAY[split_part(range_, '-', 1), substr(range_, strpos(range_, '-') + 1)];
+        ELSE
+            ends := ARRAY[range_];
+        END IF;
+        parsed := '{}';
+        FOREACH value_ IN ARRAY ends LOOP
+            IF cron_field.names IS NOT NULL AND array_position(cron_field.names, value_) IS NOT NULL THEN
+                v := array_position(cron_field.names, value_) - 1 + cron_field.name_base;
+            ELSIF value_ ~ '^[0-9]{1,9}$' AND value_::integer BETWEEN cron_field.low AND cron_field.high THEN
+                v := value_::integer;
+            ELSE
+                RAISE EXCEPTION 'pushpop: cron has a bad % field %: % is not a % from % to %',
+                    cron_field.field, quote_literal(cron_field.spec), quote_literal(value_),
+                    cron_field.field, cron_field.low, cron_field.high
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            parsed := parsed || v;
+        END LOOP;
+        first := parsed[1];
+        IF cardinality(parsed) = 2 THEN
+            last := parsed[2];
+        ELSIF strpos(term, '/') > 0 THEN
+            last := cron_field.high;  -- a/n: from a to the end
+        ELSE
+            last := first;
+        END IF;
+        IF last < first THEN
+            RAISE EXCEPTION 'pushpop: cron has a bad % field %: range % ends before it starts',
+                cron_field.field, quote_literal(cron_field.spec), quote_literal(range_)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOR v IN first .. last BY step LOOP
+            bits := bits | (1::bigint << v);
+        END LOOP;
+    END LOOP;
+    RETURN bits;
+END $function$;
+COMMENT ON FUNCTION pushpop.cron_field(text,text,integer,integer,text[],integer) IS 'Used by cron_parse: one field of a cron expression as a bit mask of the values it matches; raises invalid_parameter_value (22023) naming cron when the field is malformed.';
+
+-- Routine pushpop.cron_parse(text)
+
+CREATE OR REPLACE FUNCTION pushpop.cron_parse(cron text)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    fields   text[] := regexp_split_to_array(btrim(upper(cron_parse.cron), E' \t\n'), E'[ \t\n]+');
+    dows     bigint;
+    doms     bigint;
+    months   bigint;
+    day_and  boolean;
+    shortest integer;
+    longest  integer;
+BEGIN
+    PERFORM pushpop.require(cron_parse.cron IS NOT NULL, 'cron must not be NULL');
+    PERFORM pushpop.require(cardinality(fields) = 5,
+                            format('cron must have 5 fields (minute hour day-of-month month '
+                                   'day-of-week), got %s: %s',
+                                   CASE WHEN btrim(cron_parse.cron) = '' THEN 0 ELSE cardinality(fields) END,
+                                   quote_literal(cron_parse.cron)));
+    doms := pushpop.cron_field(fields[3], 'day-of-month', 1, 31);
+    months := pushpop.cron_field(fields[4], 'month', 1, 12,
+                                 '{JAN,FEB,MAR,APR,MAY,JUN,JUL,AUG,SEP,OCT,NOV,DEC}', 1);
+    dows := pushpop.cron_field(fields[5], 'day-of-week', 0, 7, '{SUN,MON,TUE,WED,THU,FRI,SAT}', 0);
+    dows := (dows | (dows >> 7)) & 127;  -- 7 is Sunday too
+    day_and := starts_with(fields[3], '*') OR starts_with(fields[5], '*');
+    IF day_and THEN
+        -- A day that no chosen month has ("0 0 30 2 *") would never come.
+        SELECT min(d) INTO shortest FROM generate_series(1, 31) AS d WHERE (doms >> d) & 1 = 1;
+        SELECT max((ARRAY[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[m]) INTO longest
+        FROM generate_series(1, 12) AS m WHERE (months >> m) & 1 = 1;
+        PERFORM pushpop.require(shortest <= longest,
+                                format('cron %s names a day of the month that its months do not have',
+                                       quote_literal(cron_parse.cron)));
+    END IF;
+    RETURN ARRAY[pushpop.cron_field(fields[1], 'minute', 0, 59),
+                 pushpop.cron_field(fields[2], 'hour', 0, 23),
+                 doms, months, dows, day_and::integer,
+                 (NOT starts_with(fields[1], '*') AND NOT starts_with(fields[2], '*'))::integer];
+END $function$;
+COMMENT ON FUNCTION pushpop.cron_parse(text) IS 'Parses a 5-field cron expression (minute hour day-of-month month day-of-week; *, values, ranges a-b, steps /n, lists, JAN-DEC and SUN-SAT, 7 for Sunday) into bit masks; raises invalid_parameter_value (22023) naming cron, with the reason, when it is malformed.';
+
+-- Routine pushpop.cron_day_matches(bigint[],date)
+
+CREATE OR REPLACE FUNCTION pushpop.cron_day_matches(f bigint[], d date)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT (f[4] >> extract(month FROM d)::integer) & 1 = 1
+       AND CASE WHEN f[6] = 1
+                THEN (f[3] >> extract(day FROM d)::integer) & 1 = 1
+                     AND (f[5] >> extract(dow FROM d)::integer) & 1 = 1
+                ELSE (f[3] >> extract(day FROM d)::integer) & 1 = 1
+                     OR (f[5] >> extract(dow FROM d)::integer) & 1 = 1 END
+$function$;
+COMMENT ON FUNCTION pushpop.cron_day_matches(bigint[],date) IS 'Used by cron_next: whether a date matches the month and day fields of a parsed expression.';
+
+-- Routine pushpop.cron_next(text,timestamp with time zone,text)
+
+CREATE OR REPLACE FUNCTION pushpop.cron_next(cron text, after timestamp with time zone, timezone text DEFAULT 'UTC'::text)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    f      bigint[] := pushpop.cron_parse(cron_next.cron);
+    tz     text := cron_next.timezone;
+    local_ timestamp;
+    giveup timestamp;
+    t      timestamptz;
+    d      date;
+    minute integer;
+    wanted integer;
+    sec    integer;
+BEGIN
+    PERFORM pushpop.require(cron_next.after IS NOT NULL, 'after must not be NULL');
+    PERFORM pushpop.require(tz IS NOT NULL, 'timezone must not be NULL');
+    giveup := (cron_next.after AT TIME ZONE tz) + interval '50 years';
+    IF f[7] = 1 THEN
+        -- Wall clock: the next matching local minute, then its first real instant.
+        local_ := date_trunc('minute', (date_trunc('second', cron_next.after) AT TIME ZONE tz)
+                                       + interval '1 second' + interval '59 seconds');
+        LOOP
+            IF local_ > giveup THEN
+                RETURN NULL;
+            END IF;
+            d := local_::date;
+            IF (f[4] >> extract(month FROM d)::integer) & 1 = 0 THEN
+                local_ := date_trunc('month', local_) + interval '1 month';
+                CONTINUE;
+            END IF;
+            IF NOT pushpop.cron_day_matches(f, d) THEN
+                local_ := (d + 1)::timestamp;
+                CONTINUE;
+            END IF;
+            IF (f[2] >> extract(hour FROM local_)::integer) & 1 = 0 THEN
+                local_ := date_trunc('hour', local_) + interval '1 hour';
+                CONTINUE;
+            END IF;
+            minute := extract(minute FROM local_)::integer;
+            wanted := (SELECT min(m) FROM generate_series(minute, 59) AS m WHERE (f[1] >> m) & 1 = 1);
+            IF wanted IS NULL THEN
+                local_ := date_trunc('hour', local_) + interval '1 hour';
+                CONTINUE;
+            END IF;
+            local_ := local_ + (wanted - minute) * interval '1 minute';
+            -- A time the clocks skip runs at the first minute after the gap.
+            WHILE ((local_ AT TIME ZONE tz) AT TIME ZONE tz) <> local_ LOOP
+                local_ := local_ + interval '1 minute';
+            END LOOP;
+            -- PostgreSQL reads a repeated local time as its second occurrence; cron runs the first.
+            t := local_ AT TIME ZONE tz;
+            IF ((t - interval '1 hour') AT TIME ZONE tz) = local_ THEN
+                t := t - interval '1 hour';
+            ELSIF ((t - interval '30 minutes') AT TIME ZONE tz) = local_ THEN
+                t := t - interval '30 minutes';
+            END IF;
+            IF t > cron_next.after THEN
+                RETURN t;
+            END IF;
+            -- Called from inside a repeated hour, after its first occurrence: the second one.
+            IF (local_ AT TIME ZONE tz) > cron_next.after THEN
+                RETURN local_ AT TIME ZONE tz;
+            END IF;
+            local_ := local_ + interval '1 minute';
+        END LOOP;
+    END IF;
+    -- Real time: walk forward from instant to instant, reading the local time at each.
+    t := date_trunc('second', cron_next.after) + interval '1 second';
+    LOOP
+        local_ := t AT TIME ZONE tz;
+        IF local_ > giveup THEN
+            RETURN NULL;
+        END IF;
+        d := local_::date;
+        IF NOT pushpop.cron_day_matches(f, d) THEN
+            LOOP
+                d := d + 1;
+                EXIT WHEN pushpop.cron_day_matches(f, d) OR d > giveup;
+            END LOOP;
+            -- The day's first instant (PostgreSQL reads a skipped midnight as the gap's end).
+            t := d::timestamp AT TIME ZONE tz;
+            IF ((t - interval '1 hour') AT TIME ZONE tz) = d::timestamp THEN
+                t := t - interval '1 hour';
+            END IF;
+            CONTINUE;
+        END IF;
+        minute := extract(minute FROM local_)::integer;
+        sec := floor(extract(second FROM local_))::integer;
+        IF (f[2] >> extract(hour FROM local_)::integer) & 1 = 0 THEN
+            t := t + (60 - minute) * interval '1 minute' - sec * interval '1 second';
+            CONTINUE;
+        END IF;
+        wanted := (SELECT min(m) FROM generate_series(minute, 59) AS m WHERE (f[1] >> m) & 1 = 1);
+        IF wanted IS NULL THEN
+            t := t + (60 - minute) * interval '1 minute' - sec * interval '1 second';
+            CONTINUE;
+        END IF;
+        IF wanted > minute THEN
+            t := t + (wanted - minute) * interval '1 minute' - sec * interval '1 second';
+            CONTINUE;
+        END IF;
+        IF sec <> 0 THEN
+            t := t + (60 - sec) * interval '1 second';
+            CONTINUE;
+        END IF;
+        RETURN t;
+    END LOOP;
+END $function$;
+COMMENT ON FUNCTION pushpop.cron_next(text,timestamp with time zone,text) IS 'The first time after `after` that the 5-field cron expression matches in the time zone. Expressions at set times of day (neither minute nor hour starts with *) follow the wall clock: a time skipped by a spring-forward runs at the first minute after the gap, one repeated by a fall-back runs once. Others follow real time: a repeated hour runs twice, a skipped one never. NULL if it never matches within 50 years.';
+
+-- Routine pushpop.every_next(timestamp with time zone,interval,text,timestamp with time zone)
+
+CREATE OR REPLACE FUNCTION pushpop.every_next(anchor_at timestamp with time zone, every interval, timezone text, after timestamp with time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    on_calendar boolean := extract(day FROM every_next.every) <> 0
+                           OR extract(month FROM every_next.every) <> 0
+                           OR extract(year FROM every_next.every) <> 0;
+    k bigint := greatest(1, floor(extract(epoch FROM every_next.after - every_next.anchor_at)
+                                  / extract(epoch FROM every_next.every))::bigint);
+BEGIN
+    LOOP
+        EXIT WHEN pushpop.every_tick(every_next.anchor_at, every_next.every, every_next.timezone,
+                                     on_calendar, k) > every_next.after;
+        k := k + 1;
+    END LOOP;
+    WHILE k > 1 AND pushpop.every_tick(every_next.anchor_at, every_next.every, every_next.timezone,
+                                       on_calendar, k - 1) > every_next.after LOOP
+        k := k - 1;
+    END LOOP;
+    RETURN pushpop.every_tick(every_next.anchor_at, every_next.every, every_next.timezone,
+                              on_calendar, k);
+END $function$;
+COMMENT ON FUNCTION pushpop.every_next(timestamp with time zone,interval,text,timestamp with time zone) IS 'Used by schedules: the first tick anchor_at + k * every (k >= 1) later than after; days and months count on the time zone''s calendar, shorter intervals in real time. Ticks never drift.';
+
+-- Routine pushpop.every_tick(timestamp with time zone,interval,text,boolean,bigint)
+
+CREATE OR REPLACE FUNCTION pushpop.every_tick(anchor_at timestamp with time zone, every interval, timezone text, on_calendar boolean, k bigint)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT CASE WHEN on_calendar
+                THEN ((anchor_at AT TIME ZONE timezone) + every * k) AT TIME ZONE timezone
+                ELSE anchor_at + every * k END
+$function$;
+COMMENT ON FUNCTION pushpop.every_tick(timestamp with time zone,interval,text,boolean,bigint) IS 'Used by every_next: tick k of a schedule that runs every interval from anchor_at.';
+
+-- Routine pushpop.schedule(text,text,bytea,text,interval,text,integer)
+
+CREATE OR REPLACE FUNCTION pushpop.schedule(name text, topic text, payload bytea, cron text DEFAULT NULL::text, every interval DEFAULT NULL::interval, timezone text DEFAULT 'UTC'::text, priority integer DEFAULT 0)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    first_run timestamptz;
+BEGIN
+    PERFORM pushpop.require(length(schedule.name) BETWEEN 1 AND 255,
+                            format('name must be 1 to 255 characters, got %s',
+                                   coalesce(length(schedule.name) || ' characters', 'NULL')));
+    PERFORM pushpop.require_topic(schedule.topic);
+    PERFORM pushpop.require(schedule.payload IS NOT NULL, 'payload must not be NULL');
+    PERFORM pushpop.require(schedule.priority IS NOT NULL, 'priority must not be NULL');
+    PERFORM pushpop.require((schedule.cron IS NULL) <> (schedule.every IS NULL),
+                            'give exactly one of cron and every');
+    PERFORM pushpop.require(schedule.every IS NULL OR schedule.every > interval '0',
+                            format('every must be positive, got %s', schedule.every));
+    PERFORM pushpop.require(schedule.timezone IS NOT NULL, 'timezone must not be NULL');
+    PERFORM pushpop.require(EXISTS (SELECT FROM pg_timezone_names AS z WHERE z.name = schedule.timezone),
+                            format('timezone %s is not a time zone PostgreSQL knows '
+                                   '(pg_timezone_names lists them)', quote_literal(schedule.timezone)));
+    IF octet_length(schedule.payload) > pushpop.max_payload_bytes() THEN
+        RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
+            octet_length(schedule.payload), pushpop.max_payload_bytes()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
+    END IF;
+    IF schedule.cron IS NOT NULL THEN
+        first_run := pushpop.cron_next(schedule.cron, now(), schedule.timezone);  -- checks cron
+        PERFORM pushpop.require(first_run IS NOT NULL,
+                                format('cron %s never matches', quote_literal(schedule.cron)));
+    ELSE
+        first_run := pushpop.every_next(now(), schedule.every, schedule.timezone, now());
+    END IF;
+    INSERT INTO pushpop.schedules AS s
+        (name, topic, payload, cron, every, timezone, priority, anchor_at, next_run_at)
+    VALUES (schedule.name, schedule.topic, schedule.payload, schedule.cron, schedule.every,
+            schedule.timezone, schedule.priority, now(), first_run)
+    ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
+    SET topic = excluded.topic, payload = excluded.payload, cron = excluded.cron,
+        every = excluded.every, timezone = excluded.timezone, priority = excluded.priority,
+        anchor_at = excluded.anchor_at, next_run_at = excluded.next_run_at;
+END $function$;
+COMMENT ON FUNCTION pushpop.schedule(text,text,bytea,text,interval,text,integer) IS 'Creates or replaces the schedule name: one message (payload, priority) pushed to topic per tick, exactly one per tick across every caller of run_schedules. Give exactly one of cron, a 5-field expression evaluated in timezone (a name of pg_timezone_names), and every, a positive interval: ticks at anchor + k * every from the call on, without drift. A bad expression, interval or time zone raises invalid_parameter_value (22023) naming it.';
+GRANT EXECUTE ON ROUTINE pushpop.schedule(text,text,bytea,text,interval,text,integer) TO pushpop_admin;
+
+-- Routine pushpop.unschedule(text)
+
+CREATE OR REPLACE FUNCTION pushpop.unschedule(name text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require(unschedule.name IS NOT NULL, 'name must not be NULL');
+    DELETE FROM pushpop.schedules AS s WHERE s.name = unschedule.name;
+    RETURN FOUND;
+END $function$;
+COMMENT ON FUNCTION pushpop.unschedule(text) IS 'Deletes the schedule name; no more ticks are pushed. False if there is none.';
+GRANT EXECUTE ON ROUTINE pushpop.unschedule(text) TO pushpop_admin;
+
+-- Routine pushpop.schedules()
+
+CREATE OR REPLACE FUNCTION pushpop.schedules()
+ RETURNS TABLE(name text, topic text, cron text, every interval, timezone text, next_run_at timestamp with time zone, last_run_at timestamp with time zone)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT s.name, s.topic, s.cron, s.every, s.timezone, s.next_run_at, s.last_run_at
+    FROM pushpop.schedules AS s
+    ORDER BY s.name
+$function$;
+COMMENT ON FUNCTION pushpop.schedules() IS 'Every schedule: its name, topic, cron or every, time zone, next tick, and the tick it last pushed a message for (NULL before the first).';
+GRANT EXECUTE ON ROUTINE pushpop.schedules() TO pushpop_admin;
+
+-- Routine pushpop.run_schedules()
+
+CREATE OR REPLACE FUNCTION pushpop.run_schedules()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    pushed integer;
+    topics text[];
+BEGIN
+    -- One statement: the UPDATE that moves a due schedule's next_run_at past now() also pushes
+    -- its message. A concurrent caller skips the rows this one holds, and re-reads a row
+    -- updated since its snapshot as no longer due.
+    WITH due AS MATERIALIZED (
+        SELECT s.name FROM pushpop.schedules AS s
+        WHERE s.next_run_at <= now()
+        FOR UPDATE SKIP LOCKED
+    ), ticked AS (
+        UPDATE pushpop.schedules AS s
+        SET last_run_at = s.next_run_at,
+            next_run_at = CASE WHEN s.cron IS NOT NULL
+                               THEN pushpop.cron_next(s.cron, now(), s.timezone)
+                               ELSE pushpop.every_next(s.anchor_at, s.every, s.timezone, now()) END
+        FROM due
+        WHERE s.name = due.name AND s.next_run_at <= now()
+        RETURNING s.name, s.topic, s.payload, s.priority, s.last_run_at AS tick
+    ), inserted AS (
+        INSERT INTO pushpop.messages AS m (id, topic, state, state_time, priority, payload, headers)
+        SELECT gen_random_uuid(), t.topic, 'ready', now(), t.priority, t.payload,
+               jsonb_build_object('pushpop-schedule', t.name, 'pushpop-tick',
+                                  to_char(t.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+        FROM ticked AS t
+        RETURNING m.topic
+    )
+    SELECT count(*), array_agg(DISTINCT i.topic) INTO pushed, topics FROM inserted AS i;
+    IF topics IS NOT NULL AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (topics)) THEN
+        PERFORM pushpop.wake(topics);
+    END IF;
+    RETURN pushed;
+END $function$;
+COMMENT ON FUNCTION pushpop.run_schedules() IS 'Pushes one message for each schedule whose next tick has come, and moves it to the next tick after now: after downtime, one message for all the ticks missed, never a burst. Callers may overlap (any scheduler, several workers): each tick is pushed exactly once. The message''s headers name the schedule (pushpop-schedule) and its tick (pushpop-tick). Call it every second or so as a role with pushpop_maintainer; workers'' maintenance leader does. Returns how many messages it pushed.';
+GRANT EXECUTE ON ROUTINE pushpop.run_schedules() TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.run_schedules() TO pushpop_maintainer;
 
 -- Routine pushpop.wake(text[])
 
@@ -1067,3 +1888,5 @@ GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 -- migration 1: baseline
 -- migration 2: wakeups_never_block
 -- migration 3: access_control
+-- migration 4: expiry_pause_headers
+-- migration 5: schedules

@@ -33,24 +33,26 @@ if TYPE_CHECKING:
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 PINNED = "search_path=pg_catalog, pg_temp"
-PRODUCER = {"push", "push_many", "max_payload_bytes", "schema_version"}
+PRODUCER = {"push", "push_many", "max_payload_bytes", "max_header_bytes", "schema_version"}
 WORKER = {
     "pop", "complete", "discard", "defer", "extend", "find", "stats", "worker_heartbeat",
-    "worker_stopped", "workers", "complete_many", "wait_for_push", "schema_version",
+    "worker_stopped", "workers", "complete_many", "wait_for_push", "schema_version", "browse",
 }  # fmt: skip
 MAINTAINER = {
     "schema_version", "requeue_expired", "cleanup", "prune_workers", "lead_maintenance",
-    "resign_maintenance",
+    "resign_maintenance", "run_schedules",
 }  # fmt: skip
 # pushpop_consumer belongs to pushpop_maintainer unless an operator revokes it.
 CONSUMER = WORKER | MAINTAINER
 ADMIN = PRODUCER | CONSUMER | {
-    "purge", "set_max_payload_bytes", "grant_topics", "revoke_topics", "stop_topic_grants",
-    "topic_grants",
+    "purge", "set_max_payload_bytes", "set_max_header_bytes", "grant_topics", "revoke_topics",
+    "stop_topic_grants", "topic_grants", "pause", "resume", "retry", "retry_discarded", "cancel",
+    "schedule", "unschedule", "schedules",
 }  # fmt: skip
 INTERNAL = {  # called inside functions
     "require", "require_topic", "lock_down", "wake", "define_setting", "topic_grants_in_use",
-    "may", "require_grant",
+    "may", "require_grant", "topics_paused", "require_headers", "cron_field", "cron_parse",
+    "cron_day_matches", "cron_next", "every_next", "every_tick",
 }  # fmt: skip
 MAY_CALL = {
     "pushpop_producer": PRODUCER,
@@ -68,6 +70,7 @@ TABLES = {  # each table, and a column to name in UPDATE
     "schema_functions": "checksum",
     "topic_grants": "pattern",
     "maintenance_leader": "worker",
+    "schedules": "name",
 }
 
 
@@ -220,6 +223,21 @@ def at_least(low: int) -> Callable[[Any], bool]:
     return lambda value: bool(value >= low)
 
 
+def discarded_id(topic: str) -> Setup:
+    """A message of ``topic`` that was cancelled; the call gets its id."""
+
+    def setup(owner: Conn) -> list[Any]:
+        id = one(owner, "SELECT pushpop.push(%s, 'secret')", [topic])
+        assert one(owner, "SELECT pushpop.cancel(%s)", [id]) is True
+        return [id]
+
+    return setup
+
+
+SCHEDULE_AND_UNSCHEDULE: LiteralString = (
+    "SELECT pushpop.unschedule(s.name) FROM (SELECT 'nightly' AS name) AS s,"
+    " LATERAL pushpop.schedule(s.name, 't', 'x', cron => '0 3 * * *')"
+)
 LEAD_AND_RESIGN: LiteralString = (
     "SELECT CASE WHEN pushpop.lead_maintenance(w.id) THEN pushpop.resign_maintenance(w.id) END"
     " FROM (SELECT gen_random_uuid() AS id) AS w"
@@ -231,6 +249,13 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "push": (nothing, "SELECT pushpop.push('t', 'x')", lambda value: isinstance(value, UUID)),
     "push_many": (nothing, "SELECT count(*) FROM pushpop.push_many('t', '{a,b}'::bytea[])", eq(2)),
     "max_payload_bytes": (nothing, "SELECT pushpop.max_payload_bytes()", eq(1048576)),
+    "max_header_bytes": (nothing, "SELECT pushpop.max_header_bytes()", eq(8192)),
+    "set_max_header_bytes": (nothing, "SELECT pushpop.set_max_header_bytes(8192)", eq(8192)),
+    "topics_paused": (nothing, "SELECT pushpop.topics_paused()", eq(False)),
+    "require_headers": (nothing, "SELECT 1 FROM pushpop.require_headers('{}')", eq(1)),
+    # A topic paused and resumed at once: the next role's call finds it running.
+    "pause": (nothing, "SELECT pushpop.pause('paused') AND pushpop.resume('paused')", eq(True)),
+    "resume": (nothing, "SELECT pushpop.pause('paused') AND pushpop.resume('paused')", eq(True)),
     "schema_version": (nothing, "SELECT pushpop.schema_version()", at_least(1)),
     "pop": (ready("pop"), "SELECT payload FROM pushpop.pop(%s)", eq(b"secret")),
     "complete": (leased("complete"), "SELECT pushpop.complete(%s, %s)", eq(True)),
@@ -285,6 +310,42 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "stop_topic_grants": (nothing, "SELECT pushpop.stop_topic_grants()", at_least(0)),
     "topic_grants": (nothing, "SELECT count(*) FROM pushpop.topic_grants()", at_least(0)),
     "wake": (nothing, "SELECT pushpop.wake('{t}')", eq(0)),
+    "browse": (ready("browse"), "SELECT payload FROM pushpop.browse(%s)", eq(b"secret")),
+    "retry": (discarded_id("retry"), "SELECT pushpop.retry(%s)", eq(True)),
+    "retry_discarded": (
+        lambda owner: discarded_id("redrive")(owner)[:0],
+        "SELECT pushpop.retry_discarded('redrive')",
+        eq(1),
+    ),
+    "cancel": (ready_id("cancel"), "SELECT pushpop.cancel(%s)", eq(True)),
+    # A schedule made and deleted at once: the next role's call finds none.
+    "schedule": (nothing, SCHEDULE_AND_UNSCHEDULE, eq(True)),
+    "unschedule": (nothing, SCHEDULE_AND_UNSCHEDULE, eq(True)),
+    "schedules": (nothing, "SELECT count(*) FROM pushpop.schedules()", at_least(0)),
+    "run_schedules": (nothing, "SELECT pushpop.run_schedules()", at_least(0)),
+    "cron_field": (nothing, "SELECT pushpop.cron_field('*/30', 'minute', 0, 59)", eq(1 | 1 << 30)),
+    "cron_parse": (nothing, "SELECT cardinality(pushpop.cron_parse('* * * * *'))", eq(7)),
+    "cron_day_matches": (
+        nothing,
+        "SELECT pushpop.cron_day_matches(pushpop.cron_parse('* * * * *'), '2026-01-01')",
+        eq(True),
+    ),
+    "cron_next": (
+        nothing,
+        "SELECT pushpop.cron_next('0 0 * * *', '2026-01-01 12:00+00', 'UTC')::text",
+        eq("2026-01-02 00:00:00+00"),
+    ),
+    "every_next": (
+        nothing,
+        "SELECT pushpop.every_next('2026-01-01 00:00+00', '1 hour', 'UTC', '2026-01-01 00:30+00')"
+        "::text",
+        eq("2026-01-01 01:00:00+00"),
+    ),
+    "every_tick": (
+        nothing,
+        "SELECT pushpop.every_tick('2026-01-01 00:00+00', '1 hour', 'UTC', false, 2)::text",
+        eq("2026-01-01 02:00:00+00"),
+    ),
 }
 
 

@@ -35,10 +35,10 @@ COMMENT ON FUNCTION pushpop.require_topic(text) IS
     'Raises invalid_parameter_value (22023) unless topic is 1 to 255 characters.';
 
 -- A database's settings are the constant bodies of IMMUTABLE functions (max_payload_bytes,
--- topic_grants_in_use), which PostgreSQL folds into the cached plans of the functions that
--- read them: a setting costs a push nothing. Redefining a function invalidates every cached
--- plan that used it, in every session, so a new value holds from each session's next
--- transaction on.
+-- max_header_bytes, topics_paused, topic_grants_in_use), which PostgreSQL folds into the
+-- cached plans of the functions that read them: a setting costs a push nothing. Redefining a
+-- function invalidates every cached plan that used it, in every session, so a new value holds
+-- from each session's next transaction on.
 CREATE OR REPLACE PROCEDURE pushpop.define_setting(name text, result_type text, value text)
 LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
@@ -59,6 +59,20 @@ END $$;
 COMMENT ON PROCEDURE pushpop.define_setting(text, text, text) IS
     'Used by the functions that change a setting of this database: redefines pushpop.<name>() to '
     'return value, a constant of result_type.';
+
+-- topics_paused() is true while any topic is paused (55_controls.sql); it keeps its value here.
+DO $$
+DECLARE
+    paused boolean := false;
+BEGIN
+    IF to_regprocedure('pushpop.topics_paused()') IS NOT NULL THEN
+        EXECUTE 'SELECT pushpop.topics_paused()' INTO paused;
+    END IF;
+    CALL pushpop.define_setting('topics_paused', 'boolean', paused::text);
+END $$;
+COMMENT ON FUNCTION pushpop.topics_paused() IS
+    'True while any topic of this database is paused (pushpop.pause): only then does pop look up '
+    'whether its topic is.';
 
 -- Topic grants (90_security.sql) -------------------------------------------------------------
 

@@ -31,6 +31,59 @@ END $$;
 COMMENT ON FUNCTION pushpop.max_payload_bytes() IS
     'The largest payload, in bytes, that push and push_many accept in this database (default 1048576).';
 
+CREATE OR REPLACE FUNCTION pushpop.set_max_header_bytes(max_bytes integer)
+RETURNS integer LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pushpop.require(set_max_header_bytes.max_bytes BETWEEN 2 AND 1048576,
+                            'max_bytes must be between 2 and 1048576 (1 MiB)');
+    CALL pushpop.define_setting('max_header_bytes', 'integer', set_max_header_bytes.max_bytes::text);
+    RETURN set_max_header_bytes.max_bytes;
+END $$;
+COMMENT ON FUNCTION pushpop.set_max_header_bytes(integer) IS
+    'Sets the largest headers object push and push_many accept in this database, in bytes of its '
+    'JSON text (2 to 1 MiB), and returns it. Messages already queued are not affected.';
+
+-- max_header_bytes() keeps the limit this database has (8 KiB on a new one).
+DO $$
+DECLARE
+    limit_now integer := 8192;
+BEGIN
+    IF to_regprocedure('pushpop.max_header_bytes()') IS NOT NULL THEN
+        EXECUTE 'SELECT pushpop.max_header_bytes()' INTO limit_now;
+    END IF;
+    PERFORM pushpop.set_max_header_bytes(limit_now);
+END $$;
+COMMENT ON FUNCTION pushpop.max_header_bytes() IS
+    'The largest headers object, in bytes of its JSON text, that push and push_many accept in this '
+    'database (default 8192).';
+
+-- Headers are a JSON object of strings: what every language can read back as a map.
+CREATE OR REPLACE FUNCTION pushpop.require_headers(headers jsonb)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad_key text;
+BEGIN
+    PERFORM pushpop.require(jsonb_typeof(require_headers.headers) = 'object',
+                            format('headers must be a JSON object of strings, got a %s',
+                                   jsonb_typeof(require_headers.headers)));
+    SELECT h.key INTO bad_key FROM jsonb_each(require_headers.headers) AS h
+    WHERE jsonb_typeof(h.value) <> 'string' LIMIT 1;
+    PERFORM pushpop.require(bad_key IS NULL,
+                            format('headers must be a JSON object of strings: %s is not a string',
+                                   quote_literal(bad_key)));
+    IF octet_length(require_headers.headers::text) > pushpop.max_header_bytes() THEN
+        RAISE EXCEPTION 'pushpop: headers are % bytes, more than the limit of % bytes',
+            octet_length(require_headers.headers::text), pushpop.max_header_bytes()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'pushpop.set_max_header_bytes() changes the limit of this database.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION pushpop.require_headers(jsonb) IS
+    'Raises invalid_parameter_value (22023) unless headers is a JSON object of string values, and '
+    'program_limit_exceeded (54000) when its text is longer than pushpop.max_header_bytes().';
+
 CREATE OR REPLACE FUNCTION pushpop.push(
     topic        text,
     payload      bytea,
@@ -38,7 +91,9 @@ CREATE OR REPLACE FUNCTION pushpop.push(
     priority     integer  DEFAULT 0,
     id           uuid     DEFAULT NULL,
     dedup_key    text     DEFAULT NULL,
-    max_attempts integer  DEFAULT 25
+    max_attempts integer  DEFAULT 25,
+    expires_in   interval DEFAULT NULL,
+    headers      jsonb    DEFAULT NULL
 ) RETURNS uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -61,6 +116,13 @@ BEGIN
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
                                               octet_length(push.dedup_key)));
     END IF;
+    IF push.expires_in IS NOT NULL OR push.headers IS NOT NULL THEN
+        PERFORM pushpop.require(push.expires_in IS NULL OR push.expires_in > interval '0',
+                                'expires_in must be positive (or NULL for never)');
+        IF push.headers IS NOT NULL THEN
+            PERFORM pushpop.require_headers(push.headers);
+        END IF;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push.topic);
     END IF;
@@ -72,10 +134,12 @@ BEGIN
     END IF;
     LOOP
         INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload)
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+             expires_at, headers)
         VALUES (new_id, push.topic,
                 CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload)
+                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload,
+                now() + push.expires_in, push.headers)
         ON CONFLICT DO NOTHING
         RETURNING m.id INTO got;
         IF got IS NOT NULL THEN
@@ -103,18 +167,22 @@ BEGIN
         -- The conflicting message finished in between: try the insert again.
     END LOOP;
 END $$;
-COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer) IS
+COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb) IS
     'Enqueues one message and returns its id; it may be popped after delay. An id that a message of '
     'this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or '
     'pending message of the topic, inserts nothing and returns the existing id; an id taken in '
     'another topic raises invalid_parameter_value (22023). A payload above '
-    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000).';
+    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is '
+    'never delivered once that long has passed since the push (delay included); headers is a JSON '
+    'object of strings (pushpop.require_headers).';
 
 CREATE OR REPLACE FUNCTION pushpop.push_many(
-    topic    text,
-    payloads bytea[],
-    delay    interval DEFAULT '0',
-    priority integer  DEFAULT 0
+    topic      text,
+    payloads   bytea[],
+    delay      interval DEFAULT '0',
+    priority   integer  DEFAULT 0,
+    expires_in interval DEFAULT NULL,
+    headers    jsonb    DEFAULT NULL
 ) RETURNS SETOF uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -134,6 +202,13 @@ BEGIN
         PERFORM pushpop.require(push_many.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(false, 'priority must not be NULL');
     END IF;
+    IF push_many.expires_in IS NOT NULL OR push_many.headers IS NOT NULL THEN
+        PERFORM pushpop.require(push_many.expires_in IS NULL OR push_many.expires_in > interval '0',
+                                'expires_in must be positive (or NULL for never)');
+        IF push_many.headers IS NOT NULL THEN
+            PERFORM pushpop.require_headers(push_many.headers);
+        END IF;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
@@ -152,10 +227,12 @@ BEGIN
         SELECT gen_random_uuid() AS id, p.payload, p.n
         FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
     ), inserted AS (
-        INSERT INTO pushpop.messages (id, topic, state, state_time, priority, payload)
+        INSERT INTO pushpop.messages
+            (id, topic, state, state_time, priority, payload, expires_at, headers)
         SELECT i.id, push_many.topic,
                CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-               now() + push_many.delay, push_many.priority, i.payload
+               now() + push_many.delay, push_many.priority, i.payload,
+               now() + push_many.expires_in, push_many.headers
         FROM input AS i ORDER BY i.n
     )
     SELECT i.id FROM input AS i ORDER BY i.n;
@@ -164,6 +241,7 @@ BEGIN
         PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $$;
-COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer) IS
-    'Enqueues one message per payload in a single statement and returns their ids in input order. '
-    'Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';
+COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer, interval, jsonb) IS
+    'Enqueues one message per payload in a single statement and returns their ids in input order; '
+    'expires_in and headers, as in push, apply to each. Any payload above '
+    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';

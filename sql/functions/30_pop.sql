@@ -9,7 +9,8 @@ COMMENT ON TYPE pushpop.message IS
     'A message as the functions return it. state is ready (scheduled ones show as ready), pending, '
     'completed or discarded; state_time is when it may be popped (ready), when it was popped '
     '(pending) or when it finished; lease and lease_until, the lease token and its deadline, are set '
-    'while it is pending.';
+    'while it is pending; headers is a JSON object of strings or NULL; expires_at is the deadline '
+    'after which it is never delivered, or NULL.';
 
 CREATE OR REPLACE FUNCTION pushpop.pop(
     topic        text,
@@ -29,6 +30,11 @@ BEGIN
 
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('pop', pop.topic);
+    END IF;
+    -- A paused topic gives nothing (55_controls.sql); looked up only while a topic is paused.
+    IF pushpop.topics_paused()
+       AND EXISTS (SELECT FROM pushpop.paused_topics AS p WHERE p.topic = pop.topic) THEN
+        RETURN;
     END IF;
 
     -- Scheduled messages that are due join the ready ones, all of them, so the order of
@@ -52,17 +58,20 @@ BEGIN
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
+                        AND (r.expires_at IS NULL OR r.expires_at > now())
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until;
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at;
         RETURN;
     END IF;
 
     -- A batch: lock its rows into an array first, then lease them in delivery order.
     picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
                     WHERE r.state = 'ready' AND r.topic = pop.topic
+                      AND (r.expires_at IS NULL OR r.expires_at > now())
                     ORDER BY r.priority DESC, r.state_time, r.seq
                     LIMIT pop.max_messages
                     FOR UPDATE SKIP LOCKED);
@@ -73,10 +82,12 @@ BEGIN
             attempts = m.attempts + 1, lease = gen_random_uuid()
         WHERE m.id = ANY (picked)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at
     )
     SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
-           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until
+           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
+           t.headers, t.expires_at
     FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
     ORDER BY p.n;
 END $$;
@@ -84,4 +95,5 @@ COMMENT ON FUNCTION pushpop.pop(text, interval, integer) IS
     'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push '
     'order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline '
     '(lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same '
-    'message. No rows when nothing is ready.';
+    'message. No rows when nothing is ready, when the topic is paused, or for a message past its '
+    'expiry.';

@@ -7,7 +7,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END
+           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
     FROM pushpop.messages AS m
     WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
 $$;
@@ -19,7 +19,7 @@ COMMENT ON FUNCTION pushpop.find(uuid) IS
 -- Each state is counted through its own partial index, not by reading every row.
 CREATE OR REPLACE FUNCTION pushpop.stats()
 RETURNS TABLE (topic text, ready bigint, scheduled bigint, pending bigint, completed bigint,
-               discarded bigint, oldest_ready timestamptz)
+               discarded bigint, oldest_ready timestamptz, paused boolean)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     WITH counts AS (
@@ -38,9 +38,12 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
                count(*) FILTER (WHERE f.state = 'discarded'), NULL
         FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
+        UNION ALL
+        SELECT z.topic, 0, 0, 0, 0, 0, NULL FROM pushpop.paused_topics AS z
     )
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
-           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready)
+           sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready),
+           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic)
     FROM counts AS c
     WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
@@ -48,7 +51,8 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION pushpop.stats() IS
     'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, '
-    'and the earliest state_time among those ready now. Topics not granted to the caller are left out.';
+    'the earliest state_time among those ready now, and whether the topic is paused. Topics not '
+    'granted to the caller are left out.';
 
 CREATE OR REPLACE FUNCTION pushpop.schema_version()
 RETURNS integer LANGUAGE sql STABLE

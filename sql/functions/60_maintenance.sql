@@ -5,13 +5,20 @@
 
 -- The leader holds a lease on the role, renewed on each call; if it stops renewing (it died,
 -- or lost its connection), another worker takes over once the lease has run out. Two leaders
--- for a moment do no harm: every maintenance call skips rows another one holds.
-CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '30 seconds')
+-- for a moment do no harm: every maintenance call skips rows another one holds, and
+-- run_schedules pushes a tick once however many leaders call it. The lease is short (a second)
+-- so that a surviving worker runs the schedules within 2 s of a leader's death; the other
+-- workers ask for the lead as often, and only read the row while someone else holds it.
+CREATE OR REPLACE FUNCTION pushpop.lead_maintenance(worker uuid, lease_for interval DEFAULT '1 second')
 RETURNS boolean LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pushpop.require(lead_maintenance.worker IS NOT NULL, 'worker must not be NULL');
     PERFORM pushpop.require(lead_maintenance.lease_for > interval '0', 'lease_for must be positive');
+    IF EXISTS (SELECT FROM pushpop.maintenance_leader AS l
+               WHERE l.worker <> lead_maintenance.worker AND l.until >= now()) THEN
+        RETURN false;  -- another leads: no row lock taken, so asking often costs the leader nothing
+    END IF;
     INSERT INTO pushpop.maintenance_leader AS l (worker, until)
     VALUES (lead_maintenance.worker, now() + lead_maintenance.lease_for)
     ON CONFLICT (one_row) DO UPDATE SET worker = excluded.worker, until = excluded.until
@@ -34,37 +41,52 @@ COMMENT ON FUNCTION pushpop.resign_maintenance(uuid) IS
     'Ends worker''s lead at once (a worker stopping cleanly), so another takes over without waiting '
     'for the lease to run out. True if it led.';
 
--- Reads every pending message (never more than those in flight) through the pending index.
+-- Reads every pending message (never more than those in flight) through the pending index,
+-- and the waiting messages past their expiry through the expiring index.
 CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
 RETURNS integer LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    moved  integer;
-    topics text[];
+    moved   integer;
+    expired integer;
+    topics  text[];
 BEGIN
-    WITH expired AS MATERIALIZED (
+    WITH lapsed AS MATERIALIZED (
         SELECT p.id FROM pushpop.messages AS p
         WHERE p.state = 'pending' AND p.lease_until < now()
         FOR UPDATE SKIP LOCKED
     ), moved_rows AS (
         UPDATE pushpop.messages AS m
-        SET state = CASE WHEN m.attempts >= m.max_attempts THEN 'discarded' ELSE 'ready' END,
+        SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= now()
+                         THEN 'discarded' ELSE 'ready' END,
             state_time = now(), lease = NULL,
-            error = format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
-                    || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
-        FROM expired WHERE m.id = expired.id
+            error = CASE WHEN m.expires_at <= now() THEN 'expired'
+                         ELSE format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
+                              || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
+                    END
+        FROM lapsed WHERE m.id = lapsed.id
         RETURNING m.topic, m.state
     )
     SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
     INTO moved, topics FROM moved_rows AS r;
+    -- Waiting messages past their expiry: pop passes them by already; this records why.
+    WITH dead AS MATERIALIZED (
+        SELECT w.id FROM pushpop.messages AS w
+        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+    FROM dead WHERE m.id = dead.id;
+    GET DIAGNOSTICS expired = ROW_COUNT;
     IF topics IS NOT NULL THEN
         PERFORM pushpop.wake(topics);
     END IF;
-    RETURN moved;
+    RETURN moved + expired;
 END $$;
 COMMENT ON FUNCTION pushpop.requeue_expired() IS
     'Returns every pending message whose lease deadline has passed to the queue, or discards it once '
-    'it has used max_attempts (error says why). Returns how many messages it moved.';
+    'it has used max_attempts (error says why); and discards every message past its expiry, waiting '
+    'or lapsed (error ''expired''). Returns how many messages it moved.';
 
 CREATE OR REPLACE FUNCTION pushpop.cleanup(grace interval DEFAULT '1 day', max_rows integer DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql

@@ -125,17 +125,26 @@ CALL pushpop.lock_down('pushpop.define_setting(text, text, text)');
 CALL pushpop.lock_down('pushpop.topic_grants_in_use()');
 CALL pushpop.lock_down('pushpop.may(text, text)');
 CALL pushpop.lock_down('pushpop.require_grant(text, text)');
+CALL pushpop.lock_down('pushpop.topics_paused()');
+CALL pushpop.lock_down('pushpop.require_headers(jsonb)');
+CALL pushpop.lock_down('pushpop.cron_field(text, text, integer, integer, text[], integer)');
+CALL pushpop.lock_down('pushpop.cron_parse(text)');
+CALL pushpop.lock_down('pushpop.cron_day_matches(bigint[], date)');
+CALL pushpop.lock_down('pushpop.cron_next(text, timestamptz, text)');
+CALL pushpop.lock_down('pushpop.every_next(timestamptz, interval, text, timestamptz)');
+CALL pushpop.lock_down('pushpop.every_tick(timestamptz, interval, text, boolean, bigint)');
 
 -- Every client may ask which schema it talks to.
 CALL pushpop.lock_down('pushpop.schema_version()',
                        'pushpop_producer', 'pushpop_consumer', 'pushpop_maintainer', 'pushpop_admin');
 
 -- Producers push.
-CALL pushpop.lock_down('pushpop.push(text, bytea, interval, integer, uuid, text, integer)',
+CALL pushpop.lock_down('pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb)',
                        'pushpop_producer', 'pushpop_admin');
-CALL pushpop.lock_down('pushpop.push_many(text, bytea[], interval, integer)',
+CALL pushpop.lock_down('pushpop.push_many(text, bytea[], interval, integer, interval, jsonb)',
                        'pushpop_producer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.max_payload_bytes()', 'pushpop_producer', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.max_header_bytes()', 'pushpop_producer', 'pushpop_admin');
 
 -- Consumers do what a worker does: pop, acknowledge, look, register.
 CALL pushpop.lock_down('pushpop.pop(text, interval, integer)', 'pushpop_consumer', 'pushpop_admin');
@@ -151,6 +160,7 @@ CALL pushpop.lock_down('pushpop.worker_heartbeat(uuid, text, integer, text[], in
                        'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.worker_stopped(uuid)', 'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.workers(interval)', 'pushpop_consumer', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.browse(text, text, uuid, integer)', 'pushpop_consumer', 'pushpop_admin');
 
 -- Maintainers keep the queue healthy for everyone (pushpop_consumer belongs to
 -- pushpop_maintainer unless an operator revoked it).
@@ -159,10 +169,21 @@ CALL pushpop.lock_down('pushpop.cleanup(interval, integer)', 'pushpop_maintainer
 CALL pushpop.lock_down('pushpop.prune_workers(interval)', 'pushpop_maintainer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.lead_maintenance(uuid, interval)', 'pushpop_maintainer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.resign_maintenance(uuid)', 'pushpop_maintainer', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.run_schedules()', 'pushpop_maintainer', 'pushpop_admin');
 
--- Administrators also empty topics, change the payload limit and grant topics.
+-- Administrators also empty, pause and resume topics, change the limits and grant topics.
 CALL pushpop.lock_down('pushpop.purge(text)', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.set_max_payload_bytes(integer)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.set_max_header_bytes(integer)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.pause(text)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.resume(text)', 'pushpop_admin');
+-- ... and redrive, cancel and schedule messages.
+CALL pushpop.lock_down('pushpop.retry(uuid)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.retry_discarded(text, integer)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.cancel(uuid)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.schedule(text, text, bytea, text, interval, text, integer)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.unschedule(text)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.schedules()', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.grant_topics(regrole, text[], text[])', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.revoke_topics(regrole, text[], text[])', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.stop_topic_grants()', 'pushpop_admin');
