@@ -18,7 +18,7 @@ from .errors import (
     PermissionDenied,
     Unavailable,
 )
-from .message import TopicStats, WorkerInfo
+from .message import ScheduleInfo, TopicStats, WorkerInfo
 from .retry import Retry
 from .worker import Worker
 
@@ -39,6 +39,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "Retry",
+    "ScheduleInfo",
     "TopicStats",
     "Unavailable",
     "Worker",

@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 
-from . import calls, checks, constants, migrations
+from . import calls, checks, constants, migrations, tracing
 from .async_worker import AsyncWorker
 from .calls import Call
 from .connection import (
@@ -29,7 +29,7 @@ from .connection import (
     wants_connections,
 )
 from .errors import ClientClosed, Error, InvalidType, from_psycopg
-from .message import MessageBase, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
 from .retry import Retry
 
 # True here; tools/async_to_sync.py writes the sync twin with the other side of each `if ASYNC`,
@@ -49,14 +49,19 @@ class AsyncMessage(MessageBase["AsyncClient"]):
         conn: psycopg.AsyncConnection[Any] | None = None,
         *,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
     ) -> UUID:
         """Enqueues this message, available after ``delay``; inside ``conn``'s transaction if given.
 
         Returns the id, which is the id of an existing message if this id or dedup_key is taken.
         ``durable=False``: returns before the push reaches disk (README, "Durability").
+        ``expires_in``: never delivered once that long has passed since the push.
         """
         suffix = calls.commit_suffix(durable, conn is not None)
-        return await self._client._run(calls.push(self, delay, suffix), conn)
+        # A PRODUCER span when OpenTelemetry traces, its context sent in the headers.
+        with tracing.pushing(self.topic, self.headers, self.id) as headers:
+            self.headers = headers or {}
+            return await self._client._run(calls.push(self, delay, suffix, expires_in), conn)
 
     async def complete(self) -> None:
         """Marks the message done. Raises :class:`LeaseLost` if it is no longer ours."""
@@ -218,10 +223,11 @@ class AsyncClient:
         dedup_key: str | None = None,
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncMessage:
         """Builds a message (its id chosen now) without sending it: ``await msg.push()`` does."""
         fields = calls.new_message_fields(
-            topic, payload, json, priority, dedup_key, max_attempts, id
+            topic, payload, json, priority, dedup_key, max_attempts, id, headers
         )
         return AsyncMessage(**fields, _client=self)
 
@@ -238,13 +244,15 @@ class AsyncClient:
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
+        headers: dict[str, str] | None = None,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`AsyncMessage.push`)."""
         msg = self.new_message(
             topic, payload, json=json, priority=priority, dedup_key=dedup_key,
-            max_attempts=max_attempts, id=id,
+            max_attempts=max_attempts, id=id, headers=headers,
         )  # fmt: skip
-        return await msg.push(delay, conn, durable=durable)
+        return await msg.push(delay, conn, durable=durable, expires_in=expires_in)
 
     async def push_many(
         self,
@@ -255,10 +263,16 @@ class AsyncClient:
         priority: int = constants.PRIORITY,
         conn: psycopg.AsyncConnection[Any] | None = None,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
+        headers: dict[str, str] | None = None,
     ) -> list[UUID]:
-        """Enqueues many messages in one statement; their ids, in the order of ``payloads``."""
+        """Enqueues many messages in one statement; their ids, in the order of ``payloads``.
+        ``expires_in`` and ``headers`` apply to each."""
         suffix = calls.commit_suffix(durable, conn is not None)
-        return await self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
+        count = len(payloads) if isinstance(payloads, Sequence) else 0
+        with tracing.pushing(topic, headers, count=count) as headers:
+            call = calls.push_many(topic, payloads, delay, priority, suffix, expires_in, headers)
+            return await self._run(call, conn)
 
     async def pop(
         self, topic: str, *, lease: checks.Duration = constants.LEASE
@@ -303,6 +317,71 @@ class AsyncClient:
         """Deletes every message of ``topic`` that is not pending; returns how many."""
         return await self._run(calls.purge(topic))
 
+    async def pause(self, topic: str) -> bool:
+        """Pauses ``topic``: pops get nothing from it until :meth:`resume`; pushes go on.
+        True if it was running."""
+        return await self._run(calls.pause(topic))
+
+    async def resume(self, topic: str) -> bool:
+        """Resumes a paused ``topic`` and wakes its workers; True if it was paused."""
+        return await self._run(calls.resume(topic))
+
+    async def browse(
+        self,
+        topic: str,
+        *,
+        state: str | None = None,
+        after: UUID | str | None = None,
+        limit: int = calls.BROWSE_LIMIT,
+    ) -> list[AsyncMessage]:
+        """One page of ``topic``'s messages, taking none: ready ones in pop order, the others
+        oldest first. ``after``: the last id of the previous page."""
+        rows = await self._run(calls.browse(topic, state, after, limit))
+        return [AsyncMessage.from_row(self, row) for row in rows]
+
+    async def retry(self, id: UUID | str) -> bool:
+        """Returns a discarded message to the queue with fresh attempts; False if ``id`` is
+        not a discarded message."""
+        return await self._run(calls.retry(id))
+
+    async def retry_discarded(self, topic: str, *, max_rows: int | None = None) -> int:
+        """Retries ``topic``'s discarded messages, oldest first (all, or ``max_rows``); how many."""
+        return await self._run(calls.retry_discarded(topic, max_rows))
+
+    async def cancel(self, id: UUID | str) -> bool:
+        """Discards a ready or scheduled message (error ``cancelled``); False for one that is
+        pending, finished or unknown."""
+        return await self._run(calls.cancel(id))
+
+    async def schedule(
+        self,
+        name: str,
+        topic: str,
+        payload: bytes | bytearray | memoryview | None = None,
+        *,
+        json: Any = calls._NO_PAYLOAD,
+        cron: str | None = None,
+        every: checks.Duration | None = None,
+        timezone: str = "UTC",
+        priority: int = constants.PRIORITY,
+    ) -> None:
+        """Creates or replaces the schedule ``name``: one message to ``topic`` per tick of
+        ``cron`` (5 fields, in ``timezone``) or of ``every`` (seconds or a timedelta)."""
+        body = calls.payload_of(payload, json)
+        await self._run(calls.schedule(name, topic, body, cron, every, timezone, priority))
+
+    async def unschedule(self, name: str) -> bool:
+        """Deletes the schedule ``name``; True if there was one."""
+        return await self._run(calls.unschedule(name))
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, with its next tick and the last one pushed."""
+        return await self._run(calls.schedules())
+
+    async def run_schedules(self) -> int:
+        """Pushes one message per due schedule (workers do it); how many."""
+        return await self._run(calls.run_schedules())
+
     async def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""
         return await self._run(calls.workers(constants.STALE_AFTER))
@@ -322,6 +401,7 @@ class AsyncClient:
         cleanup_interval: checks.Duration = constants.CLEANUP_INTERVAL,
         cleanup_grace: checks.Duration = constants.CLEANUP_GRACE,
         heartbeat_interval: checks.Duration = constants.HEARTBEAT_INTERVAL,
+        metrics_port: int | None = None,
     ) -> None:
         """Runs a worker (:class:`AsyncWorker`) on ``topics`` until it is stopped; the options
         are the worker's."""
@@ -330,7 +410,7 @@ class AsyncClient:
             poll_interval=poll_interval, shutdown_timeout=shutdown_timeout, retry=retry,
             maintenance=maintenance, requeue_interval=requeue_interval,
             cleanup_interval=cleanup_interval, cleanup_grace=cleanup_grace,
-            heartbeat_interval=heartbeat_interval,
+            heartbeat_interval=heartbeat_interval, metrics_port=metrics_port,
         )  # fmt: skip
         await worker.run()
 

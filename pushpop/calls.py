@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID, uuid4
 
+from psycopg.types.json import Jsonb
+
 from . import checks
 from .constants import (
     ADMIN,
@@ -23,7 +25,7 @@ from .constants import (
     PRODUCER,
 )
 from .errors import InvalidArgument, InvalidType, LeaseLost
-from .message import COLUMNS, MessageBase, TopicStats, WorkerInfo
+from .message import COLUMNS, MessageBase, ScheduleInfo, TopicStats, WorkerInfo
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -74,11 +76,17 @@ def commit_suffix(durable: Any, on_callers_connection: bool) -> LiteralString:
     return NOT_DURABLE
 
 
-def push(msg: Message, delay: checks.Duration, suffix: LiteralString = "") -> Call[UUID]:
+def push(
+    msg: Message,
+    delay: checks.Duration,
+    suffix: LiteralString = "",
+    expires_in: checks.Duration | None = None,
+) -> Call[UUID]:
     """Enqueue one built message (``pushpop.push``); ``suffix`` from :func:`commit_suffix`."""
     wait = checks.duration(delay, "delay")
+    expiry = checks.optional_duration(expires_in, "expires_in")
     rest = {"priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts}
-    if not wait and rest == PUSH_DEFAULTS:
+    if not wait and rest == PUSH_DEFAULTS and expiry is None and not msg.headers:
         # The usual push leaves the defaults to the server: four parameters fewer to adapt
         # and send are about a tenth of the client's work for a push.
         return Call(
@@ -87,10 +95,14 @@ def push(msg: Message, delay: checks.Duration, suffix: LiteralString = "") -> Ca
             _scalar,
             PRODUCER,
         )
-    params = {"topic": msg.topic, "payload": msg.payload, "delay": wait, "id": msg.id, **rest}
+    params = {
+        "topic": msg.topic, "payload": msg.payload, "delay": wait, "id": msg.id, **rest,
+        "expires_in": expiry, "headers": Jsonb(msg.headers) if msg.headers else None,
+    }  # fmt: skip
     return Call(
         "SELECT pushpop.push(%(topic)s, %(payload)s, %(delay)s::interval, %(priority)s::integer,"
-        " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer)" + suffix,
+        " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer,"
+        " %(expires_in)s::interval, %(headers)s::jsonb)" + suffix,
         params,
         _scalar,
         PRODUCER,
@@ -103,6 +115,8 @@ def push_many(
     delay: checks.Duration,
     priority: int,
     suffix: LiteralString = "",
+    expires_in: checks.Duration | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Call[list[UUID]]:
     """Enqueue many payloads in one statement (``pushpop.push_many``); ``suffix`` as in push."""
     if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not isinstance(
@@ -116,10 +130,12 @@ def push_many(
         ],
         "delay": checks.duration(delay, "delay"),
         "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
+        "expires_in": checks.optional_duration(expires_in, "expires_in"),
+        "headers": Jsonb(checks.headers(headers)) if headers else None,
     }
     return Call(
         "SELECT pushpop.push_many(%(topic)s, %(payloads)s::bytea[], %(delay)s::interval,"
-        " %(priority)s::integer)" + suffix,
+        " %(priority)s::integer, %(expires_in)s::interval, %(headers)s::jsonb)" + suffix,
         params,
         _column,
         PRODUCER,
@@ -283,7 +299,7 @@ def _topic_stats(rows: Rows) -> list[TopicStats]:
 def stats() -> Call[list[TopicStats]]:
     """Per-topic counts (``pushpop.stats``)."""
     return Call(
-        "SELECT topic, ready, scheduled, pending, completed, discarded, oldest_ready"
+        "SELECT topic, ready, scheduled, pending, completed, discarded, oldest_ready, paused"
         " FROM pushpop.stats()",
         {},
         _topic_stats,
@@ -306,6 +322,7 @@ def new_message_fields(
     dedup_key: str | None,
     max_attempts: int,
     id: UUID | str | None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Checks the fields of a message about to be built; exactly one of payload and json."""
     if (payload is None) == (json is _NO_PAYLOAD):
@@ -317,6 +334,7 @@ def new_message_fields(
         "dedup_key": checks.optional_text(dedup_key, "dedup_key"),
         "max_attempts": checks.integer(max_attempts, "max_attempts", low=1),
         "id": uuid4() if id is None else checks.message_id(id),
+        "headers": {} if headers is None else checks.headers(headers),
     }
 
 
@@ -401,3 +419,148 @@ def prune_workers(stale_after: checks.Duration) -> Call[int]:
         _scalar,
         MAINTAINER,
     )
+
+
+# The queue gauges of pushpop.exporter: stats() and the live workers per topic, in one round
+# trip, with the database's clock for the age of the oldest ready message.
+QUEUE_GAUGES: LiteralString = """
+WITH s AS (SELECT * FROM pushpop.stats()),
+     w AS (SELECT t.topic, count(*) AS workers
+           FROM pushpop.workers(%(stale)s::interval) AS l, unnest(l.topics) AS t(topic)
+           GROUP BY t.topic)
+SELECT coalesce(s.topic, w.topic), coalesce(s.ready, 0), coalesce(s.scheduled, 0),
+       coalesce(s.pending, 0), coalesce(s.completed, 0), coalesce(s.discarded, 0),
+       coalesce(s.paused, false),
+       coalesce(greatest(extract(epoch FROM now() - s.oldest_ready), 0), 0)::float8,
+       coalesce(w.workers, 0)
+FROM s FULL JOIN w USING (topic)
+ORDER BY 1
+"""
+
+
+def queue_gauges(stale_after: checks.Duration) -> Call[Rows]:
+    """Per topic: ready, scheduled, pending, completed, discarded, paused, the oldest ready
+    message's age in seconds, and the workers heartbeating within ``stale_after``."""
+    stale = checks.duration(stale_after, "stale_after", positive=True)
+    return Call(QUEUE_GAUGES, {"stale": stale}, _rows)
+
+
+# Operations: pause, browse, redrive, cancel, schedules.
+
+BROWSE_STATES = ("scheduled", "ready", "pending", "completed", "discarded")
+BROWSE_LIMIT = 100
+"""``pushpop.browse(max_rows)``: messages on one page."""
+
+
+def pause(topic: str) -> Call[bool]:
+    """Stop pops from a topic; True if it was running (``pushpop.pause``)."""
+    return Call("SELECT pushpop.pause(%(topic)s)", {"topic": checks.topic(topic)}, _scalar, ADMIN)
+
+
+def resume(topic: str) -> Call[bool]:
+    """Let a paused topic be popped again; True if it was paused (``pushpop.resume``)."""
+    return Call("SELECT pushpop.resume(%(topic)s)", {"topic": checks.topic(topic)}, _scalar, ADMIN)
+
+
+def browse(topic: str, state: str | None, after: UUID | str | None, limit: int) -> Call[Rows]:
+    """One page of a topic's messages, taking none (``pushpop.browse``); rows of COLUMNS."""
+    if state is not None and state not in BROWSE_STATES:
+        raise InvalidArgument(
+            f"state must be one of {', '.join(BROWSE_STATES)} (or None for all), got {state!r}"
+        )
+    return Call(
+        "SELECT " + COLUMNS + " FROM pushpop.browse(%(topic)s, %(state)s::text, %(after)s::uuid,"
+        " %(limit)s::integer)",
+        {
+            "topic": checks.topic(topic),
+            "state": state,
+            "after": None if after is None else checks.message_id(after, "after"),
+            "limit": checks.integer(limit, "limit", low=1),
+        },
+        _rows,
+    )
+
+
+def retry(id: UUID | str) -> Call[bool]:
+    """Send a discarded message round again (``pushpop.retry``)."""
+    return Call("SELECT pushpop.retry(%(id)s::uuid)", {"id": checks.message_id(id)}, _scalar, ADMIN)
+
+
+def retry_discarded(topic: str, max_rows: int | None) -> Call[int]:
+    """Send a topic's discarded messages round again, oldest first (``pushpop.retry_discarded``)."""
+    return Call(
+        "SELECT pushpop.retry_discarded(%(topic)s, %(max_rows)s::integer)",
+        {
+            "topic": checks.topic(topic),
+            "max_rows": None if max_rows is None else checks.integer(max_rows, "max_rows", low=1),
+        },
+        _scalar,
+        ADMIN,
+    )
+
+
+def cancel(id: UUID | str) -> Call[bool]:
+    """Discard a message that was not delivered yet (``pushpop.cancel``)."""
+    return Call(
+        "SELECT pushpop.cancel(%(id)s::uuid)", {"id": checks.message_id(id)}, _scalar, ADMIN
+    )
+
+
+def schedule(
+    name: str,
+    topic: str,
+    payload: bytes,
+    cron: str | None,
+    every: checks.Duration | None,
+    timezone: str,
+    priority: int,
+) -> Call[None]:
+    """Create or replace a periodic message (``pushpop.schedule``); SQL checks the cron
+    expression and the time zone."""
+    if (cron is None) == (every is None):
+        raise InvalidArgument("give exactly one of cron and every")
+    return Call(
+        "SELECT pushpop.schedule(%(name)s, %(topic)s, %(payload)s, %(cron)s::text,"
+        " %(every)s::interval, %(timezone)s::text, %(priority)s::integer)",
+        {
+            "name": checks.topic(name, "name"),
+            "topic": checks.topic(topic),
+            "payload": payload,
+            "cron": checks.optional_text(cron, "cron"),
+            "every": None if every is None else checks.duration(every, "every", positive=True),
+            "timezone": checks.topic(timezone, "timezone"),
+            "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
+        },
+        lambda rows: None,
+        ADMIN,
+    )
+
+
+def unschedule(name: str) -> Call[bool]:
+    """Delete a schedule; True if there was one (``pushpop.unschedule``)."""
+    return Call(
+        "SELECT pushpop.unschedule(%(name)s)", {"name": checks.topic(name, "name")}, _scalar, ADMIN
+    )
+
+
+def schedules() -> Call[list[ScheduleInfo]]:
+    """Every schedule (``pushpop.schedules``)."""
+    return Call(
+        "SELECT name, topic, cron, every, timezone, next_run_at, last_run_at"
+        " FROM pushpop.schedules()",
+        {},
+        lambda rows: [ScheduleInfo(*row) for row in rows],
+        ADMIN,
+    )
+
+
+def run_schedules() -> Call[int]:
+    """Push the due ticks of every schedule, each once (``pushpop.run_schedules``)."""
+    return Call("SELECT pushpop.run_schedules()", {}, _scalar, MAINTAINER)
+
+
+def payload_of(payload: Any, json: Any) -> bytes:
+    """The bytes of exactly one of ``payload`` and ``json=obj``, as a push stores them."""
+    if (payload is None) == (json is _NO_PAYLOAD):
+        raise InvalidType("give either payload (bytes) or json=obj, not both and not neither")
+    return checks.payload(payload) if json is _NO_PAYLOAD else checks.json_payload(json)

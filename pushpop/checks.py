@@ -125,3 +125,22 @@ def optional_text(value: Any, name: str, *, allow_empty: bool = False) -> str | 
         raise InvalidArgument(f"{name} must not be empty (use None for no {name})")
     _plain_text(value, name)
     return value
+
+
+def headers(value: Any) -> dict[str, str]:
+    """Headers are a dict of str to str (a JSON object of strings in the database)."""
+    if not isinstance(value, dict):
+        raise InvalidType(f"headers must be a dict of str to str, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise InvalidType(
+                f"headers must be a dict of str to str: {key!r}: {item!r} is not a pair of str"
+            )
+        _plain_text(key, "a header name")
+        _plain_text(item, f"header {key!r}")
+    return dict(value)
+
+
+def optional_duration(value: Any, name: str) -> timedelta | None:
+    """None, or a duration above zero."""
+    return None if value is None else duration(value, name, positive=True)

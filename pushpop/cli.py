@@ -21,9 +21,21 @@ from typing import Any
 
 import psycopg
 
-from . import __version__, constants, logs, migrations
+from . import __version__, constants, logs, metrics, migrations
+from . import exporter as exporter_module
 from .async_client import AsyncClient
-from .cli_output import print_message, stats_json, stats_table, workers_json, workers_table
+from .calls import BROWSE_LIMIT, BROWSE_STATES
+from .cli_output import (
+    messages_json,
+    messages_table,
+    print_message,
+    schedules_json,
+    schedules_table,
+    stats_json,
+    stats_table,
+    workers_json,
+    workers_table,
+)
 from .client import Client
 from .connection import checked_conninfo, redact, resolve_dsn
 from .errors import Error, InvalidArgument
@@ -151,6 +163,30 @@ def push_args(parser: argparse.ArgumentParser) -> None:
         help=f"deliveries before it is discarded (default {constants.MAX_ATTEMPTS})",
     )  # fmt: skip
     parser.add_argument("--id", help="message id (UUID); default: a new one")
+    parser.add_argument(
+        "--expires-in", type=positive_duration, default=None,
+        help="never delivered once this long has passed since the push, e.g. 1h (default: never)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header", action="append", type=header, default=[], metavar="NAME=VALUE",
+        help="a header the message carries; repeat for more",
+    )  # fmt: skip
+
+
+def header(text: str) -> tuple[str, str]:
+    """Parses ``NAME=VALUE`` (the value may hold more ``=`` signs)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"invalid header {text!r}: give it as NAME=VALUE")
+    return name, value
+
+
+def positive_duration(text: str) -> timedelta:
+    """A :func:`duration` above zero."""
+    value = duration(text)
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be positive")
+    return value
 
 
 def push(args: argparse.Namespace) -> int:
@@ -165,6 +201,7 @@ def push(args: argparse.Namespace) -> int:
         msg_id = client.push(
             args.topic, payload, delay=args.delay, priority=args.priority,
             dedup_key=args.dedup_key, max_attempts=args.max_attempts, id=args.id,
+            expires_in=args.expires_in, headers=dict(args.header) or None,
         )  # fmt: skip
     print(msg_id)
     return 0
@@ -307,6 +344,10 @@ def worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="default text"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, metavar="PORT",
+        help=f"serve Prometheus metrics on this port at /metrics (needs {metrics.METRICS_EXTRA})",
+    )  # fmt: skip
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
@@ -329,12 +370,15 @@ def worker(args: argparse.Namespace) -> int:
     """Runs HANDLER on the topics' messages until SIGTERM/SIGINT (a second one exits at once),
     logging one line per message. An async def handler runs on asyncio."""
     handler = load_handler(args.handler)
+    if args.metrics_port is not None:
+        metrics.prometheus("--metrics-port")  # before anything starts: which extra it needs
     logs.configure(args.log_level, args.log_format)
     options: dict[str, Any] = {
         "concurrency": args.concurrency, "lease": args.lease,
         "poll_interval": args.poll_interval, "shutdown_timeout": args.shutdown_timeout,
         "retry": Retry(base=args.retry_base, cap=args.retry_cap),
         "cleanup_grace": args.cleanup_grace, "maintenance": not args.no_maintenance,
+        "metrics_port": args.metrics_port,
     }  # fmt: skip
     if inspect.iscoroutinefunction(handler):
         asyncio.run(_work_async(conninfo(args), args.topic, handler, options))
@@ -349,6 +393,36 @@ async def _work_async(
 ) -> None:
     async with AsyncClient(dsn) as client:
         await client.work(topics, handler, **options)
+
+
+def exporter_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``exporter``."""
+    parser.add_argument(
+        "--port", type=int, default=exporter_module.PORT,
+        help=f"serve /metrics on this port (default {exporter_module.PORT}; 0: any free one)",
+    )  # fmt: skip
+    parser.add_argument("--addr", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
+    add_duration(
+        parser, "--cache", exporter_module.CACHE_SECONDS,
+        "scrapes within this long of a read share it", positive=True,
+    )  # fmt: skip
+    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="default INFO")
+
+
+def exporter(args: argparse.Namespace) -> int:
+    """Serves the queue's gauges (messages per topic and state, oldest ready age, paused, live
+    workers) to Prometheus, read from the database at scrape time; until SIGTERM/SIGINT."""
+    metrics.prometheus("pushpop exporter")
+    logs.configure(args.log_level, "text")
+
+    def started(port: int) -> None:
+        print(f"pushpop exporter: serving queue metrics on port {port} at /metrics", flush=True)
+
+    exporter_module.serve(
+        conninfo(args), args.port, args.addr, cache_seconds=args.cache.total_seconds(),
+        started=started,
+    )  # fmt: skip
+    return 0
 
 
 def workers_args(parser: argparse.ArgumentParser) -> None:
@@ -366,6 +440,160 @@ def workers(args: argparse.Namespace) -> int:
         print(workers_table(rows, datetime.now(UTC)))
     else:
         print("no live workers")
+    return 0
+
+
+def topic_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``pause`` and ``resume``: the topic."""
+    parser.add_argument("topic")
+
+
+def pause(args: argparse.Namespace) -> int:
+    """Pauses a topic: pops get nothing from it until ``pushpop resume``; pushes go on."""
+    with open_client(args) as client:
+        changed = client.pause(args.topic)
+    print(f"paused {args.topic!r}" if changed else f"{args.topic!r} was paused already")
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    """Resumes a paused topic; its workers pick it up at once."""
+    with open_client(args) as client:
+        changed = client.resume(args.topic)
+    print(f"resumed {args.topic!r}" if changed else f"{args.topic!r} was not paused")
+    return 0
+
+
+def browse_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``browse``."""
+    parser.add_argument("topic")
+    parser.add_argument("--state", choices=BROWSE_STATES, help="only this state (default: all)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=BROWSE_LIMIT,
+        help=f"at most this many (default {BROWSE_LIMIT})",
+    )
+    parser.add_argument("--after", metavar="ID", help="the last id of the previous page")
+    parser.add_argument("--json", action="store_true", help="print JSON, one object per message")
+
+
+def browse(args: argparse.Namespace) -> int:
+    """Lists a topic's messages without taking them: ready ones in the order pop delivers them,
+    the others oldest first. The next page starts --after the last id printed."""
+    with open_client(args) as client:
+        rows = client.browse(args.topic, state=args.state, after=args.after, limit=args.limit)
+    if args.json:
+        print(messages_json(list(rows)))
+    elif rows:
+        print(messages_table(list(rows), datetime.now(UTC)))
+    else:
+        print("no messages", file=sys.stderr)
+    return 0
+
+
+def retry_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``retry``."""
+    parser.add_argument("id", nargs="?", help="a discarded message's id")
+    parser.add_argument("--topic", help="with --all: the topic whose discarded messages to retry")
+    parser.add_argument("--all", action="store_true", help="every discarded message of --topic")
+
+
+def retry(args: argparse.Namespace) -> int:
+    """Sends a discarded message (or, with --topic T --all, every one of a topic) round again,
+    with fresh attempts; exit status 1 when ID is not a discarded message."""
+    if (args.id is None) == (args.topic is None) or (args.topic is not None) != args.all:
+        raise Error("give either ID, or --topic TOPIC --all")
+    with open_client(args) as client:
+        if args.id is None:
+            print(f"retried {client.retry_discarded(args.topic)} message(s) of {args.topic!r}")
+            return 0
+        if not client.retry(args.id):
+            print(f"pushpop: no discarded message {args.id}", file=sys.stderr)
+            return 1
+    print(f"retried {args.id}")
+    return 0
+
+
+def cancel_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``cancel``."""
+    parser.add_argument("id", help="a ready or scheduled message's id")
+
+
+def cancel(args: argparse.Namespace) -> int:
+    """Discards a message that was not delivered yet (error 'cancelled'); exit status 1 when it
+    is pending (its consumer holds it), finished or unknown."""
+    with open_client(args) as client:
+        done = client.cancel(args.id)
+    if not done:
+        print(f"pushpop: {args.id} is not a ready or scheduled message: not cancelled",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"cancelled {args.id}")
+    return 0
+
+
+def schedule_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``schedule``."""
+    parser.add_argument("name")
+    parser.add_argument("topic")
+    parser.add_argument(
+        "payload", nargs="?", default="-", help="message text (UTF-8); '-' or none: read stdin"
+    )
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="5-field cron expression, e.g. '0 9 * * MON-FRI'")
+    when.add_argument("--every", type=positive_duration, help="a fixed cadence, e.g. 30s, 1h")
+    parser.add_argument("--timezone", default="UTC", help="where --cron is read (default UTC)")
+    parser.add_argument(
+        "--priority", type=int, default=constants.PRIORITY,
+        help=f"the messages' priority (default {constants.PRIORITY})",
+    )  # fmt: skip
+
+
+def schedule(args: argparse.Namespace) -> int:
+    """Creates or replaces a schedule: one message to TOPIC per tick."""
+    payload = args.payload.encode("utf-8") if args.payload != "-" else sys.stdin.buffer.read()
+    with open_client(args) as client:
+        client.schedule(
+            args.name, args.topic, payload, cron=args.cron, every=args.every,
+            timezone=args.timezone, priority=args.priority,
+        )  # fmt: skip
+        (info,) = [s for s in client.schedules() if s.name == args.name]
+    print(f"scheduled {args.name!r}: next {info.next_run_at.isoformat()}")
+    return 0
+
+
+def unschedule_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``unschedule``."""
+    parser.add_argument("name")
+
+
+def unschedule(args: argparse.Namespace) -> int:
+    """Deletes a schedule; exit status 1 when there is none."""
+    with open_client(args) as client:
+        done = client.unschedule(args.name)
+    if not done:
+        print(f"pushpop: no schedule {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"unscheduled {args.name!r}")
+    return 0
+
+
+def schedules_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``schedules``."""
+    parser.add_argument("--json", action="store_true", help="print JSON, one object per schedule")
+
+
+def schedules(args: argparse.Namespace) -> int:
+    """Lists the schedules, with their next tick."""
+    with open_client(args) as client:
+        rows = client.schedules()
+    if args.json:
+        print(schedules_json(rows))
+    elif rows:
+        print(schedules_table(rows, datetime.now(UTC)))
+    else:
+        print("no schedules")
     return 0
 
 
@@ -388,8 +616,17 @@ COMMANDS: list[Command] = [
     Command("requeue", "requeue messages whose lease expired", requeue_args, requeue),
     Command("cleanup", "delete finished messages past a grace period", cleanup_args, cleanup),
     Command("purge", "delete a topic's messages (not pending ones)", purge_args, purge),
+    Command("pause", "stop pops from a topic (pushes go on)", topic_args, pause),
+    Command("resume", "let a paused topic be popped again", topic_args, resume),
+    Command("browse", "list a topic's messages without taking them", browse_args, browse),
+    Command("retry", "send discarded messages round again", retry_args, retry),
+    Command("cancel", "discard a message that was not delivered yet", cancel_args, cancel),
+    Command("schedule", "push a message on a cron or every interval", schedule_args, schedule),
+    Command("unschedule", "delete a schedule", unschedule_args, unschedule),
+    Command("schedules", "list the schedules", schedules_args, schedules),
     Command("worker", "run a handler on a topic's messages until stopped", worker_args, worker),
     Command("workers", "list the live workers", workers_args, workers),
+    Command("exporter", "serve the queue's gauges to Prometheus", exporter_args, exporter),
 ]
 
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from .message import MessageBase, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
 
 
 def format_age(delta: timedelta) -> str:
@@ -57,6 +57,8 @@ def message_dict(msg: MessageBase[Any]) -> dict[str, Any]:
         "created_at": _iso(msg.created_at),
         "error": msg.error,
         "dedup_key": msg.dedup_key,
+        "expires_at": _iso(msg.expires_at),
+        "headers": msg.headers,
         "payload_encoding": encoding,
         "payload": text,
     }
@@ -71,8 +73,11 @@ def print_message(msg: MessageBase[Any], as_json: bool) -> None:
     fields["attempts"] = f"{msg.attempts} of {msg.max_attempts}"
     del fields["max_attempts"]
     encoding, text = fields.pop("payload_encoding"), fields.pop("payload")
+    headers = fields.pop("headers")
     for name, value in fields.items():
         print(f"{name:<11} {'-' if value is None else value}")
+    for name, value in headers.items():
+        print(f"header      {name}={value}")
     print(f"payload     ({encoding}, {len(msg.payload)} bytes) {text}")
 
 
@@ -99,7 +104,7 @@ def stats_table(rows: list[TopicStats], now: datetime) -> str:
     for s in rows:
         age = "-" if s.oldest_ready is None else format_age(now - s.oldest_ready)
         counts = [s.ready, s.scheduled, s.pending, s.completed, s.discarded]
-        lines.append([s.topic, *map(str, counts), age])
+        lines.append([s.topic + (" (paused)" if s.paused else ""), *map(str, counts), age])
     return table(header, lines, right=len(header) - 1)
 
 
@@ -126,5 +131,55 @@ def workers_json(rows: list[WorkerInfo]) -> str:
         {**vars(w), "id": str(w.id), "started_at": w.started_at.isoformat(),
          "heartbeat_at": w.heartbeat_at.isoformat()}
         for w in rows
+    ]  # fmt: skip
+    return json.dumps(out, ensure_ascii=False)
+
+
+def _short(text: str, width: int = 40) -> str:
+    """One line of at most ``width`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def messages_table(rows: list[MessageBase[Any]], now: datetime) -> str:
+    """Browsed messages as a table: one line each, the payload cut short."""
+    header = ["ID", "STATE", "SINCE", "ATTEMPTS", "PRIORITY", "ERROR", "PAYLOAD"]
+    lines = [
+        [str(m.id), m.state or "-",
+         "-" if m.state_time is None else format_age(now - m.state_time),
+         f"{m.attempts}/{m.max_attempts}", str(m.priority), _short(m.error or "-", 30),
+         _short(payload_text(m.payload)[1])]
+        for m in rows
+    ]  # fmt: skip
+    return table(header, lines)
+
+
+def messages_json(rows: list[MessageBase[Any]]) -> str:
+    """Browsed messages as a JSON list, one object each (as ``pop --json`` prints one)."""
+    return json.dumps([message_dict(m) for m in rows], ensure_ascii=False)
+
+
+def _every(value: timedelta | None) -> str | None:
+    return None if value is None else f"{value.total_seconds():g}s"
+
+
+def schedules_table(rows: list[ScheduleInfo], now: datetime) -> str:
+    """The schedules as a table: when each next ticks, and when it last pushed."""
+    header = ["NAME", "TOPIC", "WHEN", "TIMEZONE", "NEXT", "LAST"]
+    lines = [
+        [s.name, s.topic, s.cron if s.cron is not None else f"every {_every(s.every)}",
+         s.timezone, s.next_run_at.isoformat(),
+         "-" if s.last_run_at is None else format_age(now - s.last_run_at) + " ago"]
+        for s in rows
+    ]  # fmt: skip
+    return table(header, lines)
+
+
+def schedules_json(rows: list[ScheduleInfo]) -> str:
+    """The schedules as a JSON list; ``every`` in seconds."""
+    out = [
+        {**vars(s), "every": None if s.every is None else s.every.total_seconds(),
+         "next_run_at": s.next_run_at.isoformat(), "last_run_at": _iso(s.last_run_at)}
+        for s in rows
     ]  # fmt: skip
     return json.dumps(out, ensure_ascii=False)

@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 
-from . import calls, checks, constants, migrations
+from . import calls, checks, constants, migrations, tracing
 from .calls import Call
 from .connection import (
     POOL_NAME,
@@ -28,7 +28,7 @@ from .connection import (
     wants_connections,
 )
 from .errors import ClientClosed, InvalidType, from_psycopg
-from .message import MessageBase, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
 from .retry import Retry
 from .worker import Worker
 
@@ -44,14 +44,18 @@ class Message(MessageBase["Client"]):
         conn: psycopg.Connection[Any] | None = None,
         *,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
     ) -> UUID:
         """Enqueues this message, available after ``delay``; inside ``conn``'s transaction if given.
 
         Returns the id, which is the id of an existing message if this id or dedup_key is taken.
         ``durable=False``: returns before the push reaches disk (README, "Durability").
+        ``expires_in``: never delivered once that long has passed since the push.
         """
         suffix = calls.commit_suffix(durable, conn is not None)
-        return self._client._run(calls.push(self, delay, suffix), conn)
+        with tracing.pushing(self.topic, self.headers, self.id) as headers:
+            self.headers = headers or {}
+            return self._client._run(calls.push(self, delay, suffix, expires_in), conn)
 
     def complete(self) -> None:
         """Marks the message done. Raises :class:`LeaseLost` if it is no longer ours."""
@@ -199,10 +203,11 @@ class Client:
         dedup_key: str | None = None,
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Message:
         """Builds a message (its id chosen now) without sending it: ``msg.push()`` does."""
         fields = calls.new_message_fields(
-            topic, payload, json, priority, dedup_key, max_attempts, id
+            topic, payload, json, priority, dedup_key, max_attempts, id, headers
         )
         return Message(**fields, _client=self)
 
@@ -219,6 +224,8 @@ class Client:
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
+        headers: dict[str, str] | None = None,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`Message.push`)."""
         msg = self.new_message(
@@ -229,8 +236,9 @@ class Client:
             dedup_key=dedup_key,
             max_attempts=max_attempts,
             id=id,
+            headers=headers,
         )
-        return msg.push(delay, conn, durable=durable)
+        return msg.push(delay, conn, durable=durable, expires_in=expires_in)
 
     def push_many(
         self,
@@ -241,10 +249,16 @@ class Client:
         priority: int = constants.PRIORITY,
         conn: psycopg.Connection[Any] | None = None,
         durable: bool = True,
+        expires_in: checks.Duration | None = None,
+        headers: dict[str, str] | None = None,
     ) -> list[UUID]:
-        """Enqueues many messages in one statement; their ids, in the order of ``payloads``."""
+        """Enqueues many messages in one statement; their ids, in the order of ``payloads``.
+        ``expires_in`` and ``headers`` apply to each."""
         suffix = calls.commit_suffix(durable, conn is not None)
-        return self._run(calls.push_many(topic, payloads, delay, priority, suffix), conn)
+        count = len(payloads) if isinstance(payloads, Sequence) else 0
+        with tracing.pushing(topic, headers, count=count) as headers:
+            call = calls.push_many(topic, payloads, delay, priority, suffix, expires_in, headers)
+            return self._run(call, conn)
 
     def pop(self, topic: str, *, lease: checks.Duration = constants.LEASE) -> Message | None:
         """Leases the next ready message of ``topic`` for ``lease``, or returns None."""
@@ -287,6 +301,71 @@ class Client:
         """Deletes every message of ``topic`` that is not pending; returns how many."""
         return self._run(calls.purge(topic))
 
+    def pause(self, topic: str) -> bool:
+        """Pauses ``topic``: pops get nothing from it until :meth:`resume`; pushes go on.
+        True if it was running."""
+        return self._run(calls.pause(topic))
+
+    def resume(self, topic: str) -> bool:
+        """Resumes a paused ``topic`` and wakes its workers; True if it was paused."""
+        return self._run(calls.resume(topic))
+
+    def browse(
+        self,
+        topic: str,
+        *,
+        state: str | None = None,
+        after: UUID | str | None = None,
+        limit: int = calls.BROWSE_LIMIT,
+    ) -> list[Message]:
+        """One page of ``topic``'s messages, taking none: ready ones in pop order, the others
+        oldest first. ``after``: the last id of the previous page."""
+        rows = self._run(calls.browse(topic, state, after, limit))
+        return [Message.from_row(self, row) for row in rows]
+
+    def retry(self, id: UUID | str) -> bool:
+        """Returns a discarded message to the queue with fresh attempts; False if ``id`` is
+        not a discarded message."""
+        return self._run(calls.retry(id))
+
+    def retry_discarded(self, topic: str, *, max_rows: int | None = None) -> int:
+        """Retries ``topic``'s discarded messages, oldest first (all, or ``max_rows``); how many."""
+        return self._run(calls.retry_discarded(topic, max_rows))
+
+    def cancel(self, id: UUID | str) -> bool:
+        """Discards a ready or scheduled message (error ``cancelled``); False for one that is
+        pending, finished or unknown."""
+        return self._run(calls.cancel(id))
+
+    def schedule(
+        self,
+        name: str,
+        topic: str,
+        payload: bytes | bytearray | memoryview | None = None,
+        *,
+        json: Any = calls._NO_PAYLOAD,
+        cron: str | None = None,
+        every: checks.Duration | None = None,
+        timezone: str = "UTC",
+        priority: int = constants.PRIORITY,
+    ) -> None:
+        """Creates or replaces the schedule ``name``: one message to ``topic`` per tick of
+        ``cron`` (5 fields, in ``timezone``) or of ``every`` (seconds or a timedelta)."""
+        body = calls.payload_of(payload, json)
+        self._run(calls.schedule(name, topic, body, cron, every, timezone, priority))
+
+    def unschedule(self, name: str) -> bool:
+        """Deletes the schedule ``name``; True if there was one."""
+        return self._run(calls.unschedule(name))
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, with its next tick and the last one pushed."""
+        return self._run(calls.schedules())
+
+    def run_schedules(self) -> int:
+        """Pushes one message per due schedule (workers do it); how many."""
+        return self._run(calls.run_schedules())
+
     def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""
         return self._run(calls.workers(constants.STALE_AFTER))
@@ -306,6 +385,7 @@ class Client:
         cleanup_interval: checks.Duration = constants.CLEANUP_INTERVAL,
         cleanup_grace: checks.Duration = constants.CLEANUP_GRACE,
         heartbeat_interval: checks.Duration = constants.HEARTBEAT_INTERVAL,
+        metrics_port: int | None = None,
     ) -> None:
         """Runs a worker (:class:`Worker`) on ``topics`` until it is stopped; the options
         are the worker's."""
@@ -323,6 +403,7 @@ class Client:
             cleanup_interval=cleanup_interval,
             cleanup_grace=cleanup_grace,
             heartbeat_interval=heartbeat_interval,
+            metrics_port=metrics_port,
         )
         worker.run()
 

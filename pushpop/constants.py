@@ -20,8 +20,9 @@ CLEANUP_GRACE = timedelta(days=1)
 """``pushpop.cleanup(grace)``: finished messages are kept this long."""
 STALE_AFTER = timedelta(minutes=1)
 """``pushpop.workers(stale_after)``: a worker silent this long is dead."""
-LEAD_LEASE = timedelta(seconds=30)
-"""``pushpop.lead_maintenance(lease_for)``: the maintenance leader renews its lead within this."""
+LEAD_LEASE = timedelta(seconds=1)
+"""``pushpop.lead_maintenance(lease_for)``: the maintenance leader renews its lead within this.
+Short, so that schedules tick on within 2 s of a leader's death: workers ask every third of it."""
 
 # The pushpop role that grants a call (sql/functions/90_security.sql); ADMIN may make them all.
 PRODUCER = "pushpop_producer"
@@ -48,6 +49,8 @@ SHUTDOWN_TIMEOUT = 30.0
 REQUEUE_INTERVAL = 5.0
 CLEANUP_INTERVAL = 60.0
 HEARTBEAT_INTERVAL = 10.0
+SCHEDULE_INTERVAL = 0.25
+"""Seconds between the maintenance leader's calls of ``pushpop.run_schedules``."""
 RETRY_BASE = 1.0
 RETRY_CAP = 3600.0
 RETRY_JITTER = 0.25

@@ -3,9 +3,9 @@
 It keeps one connection of its own (application_name ``pushpop-worker-control``) that
 LISTENs on channel ``pushpop``, heartbeats in ``pushpop.workers``, and asks for the lead
 (``pushpop.lead_maintenance``, a lease it renews) that lets exactly one worker across all hosts
-run requeue_expired, cleanup and prune_workers; a worker that stops gives the lead up. If the
-database goes away it reconnects with capped backoff (cut short as soon as another of the
-worker's calls gets through), re-LISTENs and asks its worker to poll once.
+run run_schedules, requeue_expired, cleanup and prune_workers; a worker that stops gives the
+lead up. If the database goes away it reconnects with capped backoff (cut short as soon as
+another of the worker's calls gets through), re-LISTENs and asks its worker to poll once.
 Sync and async workers both use it: it needs no event loop.
 """
 
@@ -21,7 +21,7 @@ import psycopg
 from . import calls
 from .calls import Call
 from .connection import redact
-from .constants import CLEANUP_BATCH, LEAD_LEASE, RECONNECT_CAP, STALE_AFTER
+from .constants import CLEANUP_BATCH, LEAD_LEASE, RECONNECT_CAP, SCHEDULE_INTERVAL, STALE_AFTER
 from .errors import Error, NotInstalled, PermissionDenied, from_psycopg
 from .worker_common import Outage, WorkerSettings, log
 
@@ -115,36 +115,42 @@ class Control:
         s = self.settings
         topics = set(s.topics)
         self.is_leader = False
-        # The lead is renewed well within its lease, and asked for whenever maintenance is due.
+        # The lead is renewed three times per lease; the other workers ask for it as often, so
+        # one of them takes over within about a lease of the leader's death.
         renew_lead = LEAD_LEASE.total_seconds() / 3
         now = time.monotonic()
         next_beat, next_requeue, next_cleanup = now + s.heartbeat_interval, now, now
-        next_lead = now
+        next_lead = next_schedules = now
         while not self._done.is_set():
-            for note in conn.notifies(timeout=0.25):
+            for note in conn.notifies(timeout=SCHEDULE_INTERVAL):
                 if note.payload in topics:
                     self.wake()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat(conn)
                 next_beat = now + s.heartbeat_interval
-            if not self.maintains or now < min(next_requeue, next_cleanup, next_lead):
+            if not self.maintains:
                 continue
-            try:
-                leading = _execute(conn, calls.lead_maintenance(s.id, LEAD_LEASE))
-            except PermissionDenied:
-                log.warning(
-                    "worker %s may not run maintenance (its role lacks pushpop_maintainer): "
-                    "leaving it to other workers", s.id,
-                )  # fmt: skip
-                self.maintains = False
-                continue
-            if leading and not self.is_leader:
-                log.info("worker %s runs maintenance for all workers", s.id)
-            self.is_leader, next_lead = leading, now + renew_lead
+            if now >= next_lead:
+                try:
+                    leading = _execute(conn, calls.lead_maintenance(s.id, LEAD_LEASE))
+                except PermissionDenied:
+                    log.warning(
+                        "worker %s may not run maintenance (its role lacks pushpop_maintainer): "
+                        "leaving it to other workers", s.id,
+                    )  # fmt: skip
+                    self.maintains = False
+                    continue
+                if leading and not self.is_leader:
+                    log.info("worker %s runs maintenance for all workers", s.id)
+                    next_requeue = next_cleanup = now
+                self.is_leader, next_lead = leading, now + renew_lead
             if not self.is_leader:
-                next_requeue = next_cleanup = now + s.requeue_interval
                 continue
+            if now >= next_schedules:
+                if pushed := _execute(conn, calls.run_schedules()):
+                    log.info("pushed %d scheduled message(s)", pushed)
+                next_schedules = now + SCHEDULE_INTERVAL
             if now >= next_requeue:
                 if moved := _execute(conn, calls.requeue_expired()):
                     log.info("requeued %d message(s) whose lease expired", moved)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
 
@@ -15,7 +15,7 @@ C = TypeVar("C")
 # The columns of pushpop.message, in the order the calls select them.
 COLUMNS = (
     "id, topic, state, state_time, payload, priority, attempts, max_attempts, "
-    "lease, lease_until, created_at, error, dedup_key"
+    "lease, lease_until, created_at, error, dedup_key, headers, expires_at"
 )
 
 
@@ -25,6 +25,8 @@ class MessageBase(Generic[C]):
 
     ``state`` is None until the message is pushed, popped or found. A pending message has a
     ``lease`` (the token its acknowledgements show) and a ``lease_until`` (its deadline).
+    ``headers`` are string pairs that travel with it; ``expires_at``, when set, is the deadline
+    after which it is never delivered.
     """
 
     topic: str
@@ -40,18 +42,21 @@ class MessageBase(Generic[C]):
     lease_until: datetime | None = None
     created_at: datetime | None = None
     error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    expires_at: datetime | None = None
     _client: C = field(kw_only=True, compare=False)
 
     @classmethod
     def from_row(cls, client: C, row: tuple[Any, ...]) -> Self:
         """Builds a message from a row of ``COLUMNS``."""
         (id_, topic, state, state_time, payload, priority, attempts, max_attempts,
-         lease, lease_until, created_at, error, dedup_key) = row  # fmt: skip
+         lease, lease_until, created_at, error, dedup_key, headers, expires_at) = row  # fmt: skip
         return cls(
             topic=topic, payload=bytes(payload), id=id_, priority=priority,
             max_attempts=max_attempts, dedup_key=dedup_key, state=state,
             state_time=state_time, attempts=attempts, lease=lease, lease_until=lease_until,
-            created_at=created_at, error=error, _client=client,
+            created_at=created_at, error=error, headers=headers or {}, expires_at=expires_at,
+            _client=client,
         )  # fmt: skip
 
     def json(self) -> Any:
@@ -76,6 +81,7 @@ class TopicStats:
     completed: int
     discarded: int
     oldest_ready: datetime | None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,3 +95,16 @@ class WorkerInfo:
     concurrency: int
     started_at: datetime
     heartbeat_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule, as ``pushpop.schedules()`` lists it: exactly one of ``cron`` and ``every``."""
+
+    name: str
+    topic: str
+    cron: str | None
+    every: timedelta | None
+    timezone: str
+    next_run_at: datetime
+    last_run_at: datetime | None

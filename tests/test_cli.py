@@ -439,3 +439,20 @@ def test_a_new_subcommand_needs_only_a_table_entry(capsys: pytest.CaptureFixture
     args = parser.parse_args(["--dsn", "x", "hello", "you"])
     assert args.run(args) == 0
     assert capsys.readouterr().out == "hello you via x\n"
+
+
+def test_push_carries_headers_and_an_expiry_that_pop_shows(
+    capsys: pytest.CaptureFixture[str], dsn: str
+) -> None:
+    status, out, err = run(
+        capsys, "push", "t", "x", "--dsn", dsn, "--header", "who=ada", "--header", "q=a=b",
+        "--expires-in", "1h",
+    )  # fmt: skip
+    assert (status, err) == (0, "")
+    status, out, _ = run(capsys, "pop", "t", "--dsn", dsn, "--json")
+    shown = json.loads(out)
+    assert shown["headers"] == {"who": "ada", "q": "a=b"}
+    assert shown["expires_at"] is not None
+    status, out, err = run(capsys, "push", "t", "x", "--dsn", dsn, "--header", "nameless")
+    assert status == 2
+    assert "invalid header 'nameless': give it as NAME=VALUE" in err
