@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from . import calls, constants, retry
+from . import calls, constants, metrics, retry, tracing
 from .calls import Call
 from .checks import Duration
 from .constants import SETTLE
@@ -54,6 +54,7 @@ from .worker_common import (
     log,
     log_completions,
     log_outcome,
+    message_fields,
     pop_failed,
 )
 
@@ -63,6 +64,9 @@ from .worker_common import (
 ASYNC: Final = True
 
 T = TypeVar("T")
+
+# A message the handler acknowledged itself, by its state then: the acknowledgement it made.
+SETTLED_BY_HANDLER = {"completed": "complete", "ready": "defer", "discarded": "discard"}
 
 AsyncHandler = Callable[[M], Awaitable[Any]]
 
@@ -106,6 +110,7 @@ class AsyncWorker(Generic[M]):
         cleanup_interval: Duration = constants.CLEANUP_INTERVAL,
         cleanup_grace: Duration = constants.CLEANUP_GRACE,
         heartbeat_interval: Duration = constants.HEARTBEAT_INTERVAL,
+        metrics_port: int | None = None,
     ) -> None:
         if not callable(handler):
             kind = "an async callable" if ASYNC else "callable"
@@ -118,6 +123,8 @@ class AsyncWorker(Generic[M]):
             requeue_interval=requeue_interval, cleanup_interval=cleanup_interval,
             cleanup_grace=cleanup_grace, heartbeat_interval=heartbeat_interval,
         )  # fmt: skip
+        # Prometheus metrics on metrics_port (docs/observability.md); none without it.
+        self.metrics = metrics.for_worker(self.settings.topics, metrics_port)
         self._flight: Flight[M] = Flight(self.settings)
         self._pacer = Pacer(self.settings.poll_interval)
         self._crew: Crew[M] = Crew(self._handle, self.settings.concurrency)
@@ -145,6 +152,7 @@ class AsyncWorker(Generic[M]):
 
     def _notified(self) -> None:
         """The control thread's wake-up (see Flight.notified)."""
+        self.metrics.woke()
         self._flight.notified()
         self._wake.set()
 
@@ -164,6 +172,9 @@ class AsyncWorker(Generic[M]):
         s = self.settings
         log.info("worker %s started: topics=%s concurrency=%d", s.id, ",".join(s.topics),
                  s.concurrency)  # fmt: skip
+        self.metrics.start()
+        if self.metrics.port is not None:
+            log.info("worker %s serves metrics on port %d at /metrics", s.id, self.metrics.port)
         self._control.start()
         self._crew.start()
         keeper = spawn(self._keep_leases, "pushpop-lease-keeper")
@@ -187,6 +198,7 @@ class AsyncWorker(Generic[M]):
             began = time.monotonic()
             try:
                 backlog, popped = await self._fetch(topics)
+                self.metrics.reached_database()
                 failures = 0
                 self._control.outage.recovered(began)
                 if self._flight.must_ask_for_wake_up(backlog, popped):
@@ -217,6 +229,7 @@ class AsyncWorker(Generic[M]):
                 return True, popped
             topics.rotate(-1)
             messages = await self.client.pop_many(topics[-1], free, lease=self.settings.lease)
+            self.metrics.popped(topics[-1], len(messages))
             for msg in messages:
                 self._crew.take(self._flight.add(msg))
             backlog = backlog or len(messages) == free
@@ -241,6 +254,7 @@ class AsyncWorker(Generic[M]):
             self._crew.stop()
             await gather(keeper)
             await asyncio.to_thread(self._control.stop)
+            self.metrics.stop()
 
     # -- the crew ---------------------------------------------------------------------------
 
@@ -248,14 +262,18 @@ class AsyncWorker(Generic[M]):
         """Runs the handler on one message and acts on the outcome. The job's slot is freed
         then, or once the completer has sent its completion."""
         queued = False
+        msg = job.msg
         try:
-            error = await attempt(self.handler, job.msg)
+            error = await self._run_handler(job)
             if self._flight.is_released(job):
-                log_outcome(job.msg, job.started, time.monotonic(), "finished after release")
+                log_outcome(msg, job.started, time.monotonic(), "finished after release",
+                            trace_id=job.trace_id)  # fmt: skip
                 return
-            outcome, label = retry.decide(job.msg, error, self.settings.retry)
-            if outcome is None:
-                log_outcome(job.msg, job.started, time.monotonic(), label, error)
+            outcome, label = retry.decide(msg, error, self.settings.retry)
+            if outcome is None:  # the handler acknowledged the message itself
+                if (action := SETTLED_BY_HANDLER.get(msg.state or "")) is not None:
+                    self.metrics.settled(msg.topic, metrics.outcome(action))
+                log_outcome(msg, job.started, time.monotonic(), label, error, job.trace_id)
             elif outcome.action == "complete":
                 self._completions.put_nowait((job, label))
                 queued = True
@@ -264,6 +282,19 @@ class AsyncWorker(Generic[M]):
         finally:
             if not queued:
                 self._free(job)
+
+    async def _run_handler(self, job: Job[M]) -> BaseException | None:
+        """Runs the handler, in a CONSUMER span when OpenTelemetry traces; what it raised."""
+        msg, began = job.msg, time.monotonic()
+        self.metrics.handler_started(msg.topic)
+        try:
+            with tracing.consuming(msg.topic, msg.headers, msg.id, msg.attempts) as span:
+                job.trace_id = span.trace_id
+                error = await attempt(self.handler, msg)
+                span.ended(error)
+        finally:
+            self.metrics.handler_ended(msg.topic, time.monotonic() - began)
+        return error
 
     def _free(self, job: Job[M]) -> None:
         """The job is over: its handler slot takes the next message."""
@@ -279,6 +310,8 @@ class AsyncWorker(Generic[M]):
     ) -> None:
         """Defers or discards the job's message, and logs it (with ``error``, the handler's)."""
         msg = job.msg
+        action = "release" if outcome.reason == RELEASED else outcome.action
+        refused: Error | None = None
         try:
             if outcome.action == "defer":
                 await self.client._run(calls.defer(msg, outcome.delay, outcome.reason))
@@ -287,8 +320,10 @@ class AsyncWorker(Generic[M]):
             else:
                 await self.client._run(calls.discard(msg, outcome.reason))
         except Error as exc:
+            refused = exc
             label = retry.failed_acknowledgement(outcome, exc)
-        log_outcome(msg, job.started, time.monotonic(), label, error)
+        self.metrics.settled(msg.topic, metrics.outcome(action, refused))
+        log_outcome(msg, job.started, time.monotonic(), label, error, job.trace_id)
 
     # -- the completer and the lease keeper ---------------------------------------------------
 
@@ -301,10 +336,16 @@ class AsyncWorker(Generic[M]):
                 return
             batch, stopping = completion_batch(first, self._completions.get_nowait)
             error: Error | None = None
+            self.metrics.batch(len(batch))
             try:
                 await self.client.complete_many([job.msg for job, _ in batch])
             except Error as exc:
                 error = exc
+            if error is None or isinstance(error, LeaseLost):
+                self.metrics.reached_database()
+            for job, _ in batch:
+                refused = None if job.msg.state == "completed" else error
+                self.metrics.settled(job.msg.topic, metrics.outcome("complete", refused))
             log_completions(batch, error)
             for job, _ in batch:
                 self._free(job)
@@ -317,9 +358,13 @@ class AsyncWorker(Generic[M]):
                 try:
                     await self.client._run(calls.extend(job.msg, self.settings.lease))
                     self._flight.renewed(job)
+                    self.metrics.reached_database()
                 except LeaseLost:
                     self._flight.lost(job)
                 except Unavailable as exc:
                     self._control.outage.failed(str(exc), began)
                 except Error as exc:
-                    log.warning("message %s: could not extend its lease (%s)", job.msg.id, exc)
+                    log.warning(
+                        "message %s: could not extend its lease (%s)", job.msg.id, exc,
+                        extra=message_fields(job.msg, job.trace_id),
+                    )  # fmt: skip

@@ -7,8 +7,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-# Fields the worker attaches to its per-message lines (see worker_common.log_outcome).
-FIELDS = ("message_id", "topic", "attempt", "duration_ms", "outcome")
+# Fields the worker attaches to its per-message lines (see worker_common.message_fields);
+# trace_id only while OpenTelemetry traces the handler.
+FIELDS = ("message_id", "topic", "attempt", "duration_ms", "outcome", "trace_id")
 
 
 class JsonFormatter(logging.Formatter):

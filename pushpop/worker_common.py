@@ -97,12 +97,24 @@ class WorkerSettings:
         return self.lease.total_seconds() / 3
 
 
+def message_fields(msg: MessageBase[Any], trace_id: str | None = None) -> dict[str, Any]:
+    """The structured fields of every log line about one delivery of ``msg`` (``logs.FIELDS``):
+    its id, topic and attempt, and the trace id when OpenTelemetry traces its handler."""
+    fields: dict[str, Any] = {
+        "message_id": str(msg.id), "topic": msg.topic, "attempt": msg.attempts
+    }  # fmt: skip
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    return fields
+
+
 def log_outcome(
     msg: MessageBase[Any],
     started: float,
     ended: float,
     outcome: str,
     error: BaseException | None = None,
+    trace_id: str | None = None,
 ) -> None:
     """One line per handled message: id, topic, attempt, duration and outcome. INFO, or WARNING
     with the traceback when the handler raised ``error``."""
@@ -112,10 +124,7 @@ def log_outcome(
         "message %s topic=%s attempt=%d took %.1f ms: %s",
         msg.id, msg.topic, msg.attempts, duration_ms, outcome,
         exc_info=error,
-        extra={
-            "message_id": str(msg.id), "topic": msg.topic, "attempt": msg.attempts,
-            "duration_ms": duration_ms, "outcome": outcome,
-        },
+        extra={**message_fields(msg, trace_id), "duration_ms": duration_ms, "outcome": outcome},
     )  # fmt: skip
 
 
@@ -127,6 +136,7 @@ class Job(Generic[M]):
     started: float
     renew_at: float
     released: bool = False
+    trace_id: str | None = None  # of the handler's span, when OpenTelemetry traces it
 
     @property
     def delivery(self) -> Delivery:
@@ -162,7 +172,7 @@ def log_completions(batch: Sequence[Completion[M]], error: Error | None) -> None
     for job, label in batch:
         if error is not None and job.msg.state != "completed":
             label = failed_acknowledgement(COMPLETE, error)
-        log_outcome(job.msg, job.started, ended, label)
+        log_outcome(job.msg, job.started, ended, label, trace_id=job.trace_id)
 
 
 class Flight(Generic[M]):
@@ -251,7 +261,10 @@ class Flight(Generic[M]):
         with self._lock:
             running = self.jobs.get(job.delivery) is job and job.msg.state == "pending"
         if running:
-            log.warning("message %s: lease lost while its handler runs", job.msg.id)
+            log.warning(
+                "message %s: lease lost while its handler runs", job.msg.id,
+                extra=message_fields(job.msg, job.trace_id),
+            )  # fmt: skip
         job.renew_at = float("inf")
 
     def release_all(self) -> list[Job[M]]:

@@ -33,3 +33,24 @@ async def async_record(msg: pushpop.AsyncMessage) -> None:
 def fail(msg: pushpop.Message) -> None:
     """Always fails, saying which attempt it was."""
     raise RuntimeError(f"attempt {msg.attempts} failed")
+
+
+def observed(msg: pushpop.Message) -> None:
+    """Does what the payload's "do" says: "ok" returns, "fail" raises, "dead end" discards the
+    message itself, "lose lease" has its first delivery's lease lapse and requeued (as if the
+    handler had outlived it), then returns."""
+    import psycopg
+
+    what = json.loads(msg.payload)["do"]
+    if what == "fail":
+        raise RuntimeError(f"attempt {msg.attempts} failed")
+    if what == "dead end":
+        msg.discard("dead end")
+    elif what == "lose lease" and msg.attempts == 1:
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(
+                "UPDATE pushpop.messages SET lease_until = now() - interval '1 second'"
+                " WHERE id = %s",
+                [msg.id],
+            )
+            conn.execute("SELECT pushpop.requeue_expired()")
