@@ -42,7 +42,13 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 5) AS p
 \ir migrations/0005_schedules.sql
 \endif
 
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 6) AS pending \gset
+\if :pending
+\ir migrations/0006_fanout.sql
+\endif
+
 \ir functions/10_basics.sql
+\ir functions/15_subscriptions.sql
 \ir functions/20_push.sql
 \ir functions/30_pop.sql
 \ir functions/40_acknowledge.sql

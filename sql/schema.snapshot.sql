@@ -54,10 +54,12 @@ CREATE TABLE pushpop.messages (
     lease_until timestamp with time zone,
     expires_at timestamp with time zone,
     headers jsonb,
+    fanout_of uuid,
     CONSTRAINT messages_pkey PRIMARY KEY (id)
 ) WITH (fillfactor=80, autovacuum_vacuum_scale_factor=0.01, autovacuum_vacuum_insert_scale_factor=0.01, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0);
 CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup_key) WHERE ((dedup_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text])));
 CREATE INDEX messages_expiring ON pushpop.messages USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text])));
+CREATE UNIQUE INDEX messages_fanout ON pushpop.messages USING btree (fanout_of, topic) WHERE (fanout_of IS NOT NULL);
 CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
 CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
 CREATE INDEX messages_ready ON pushpop.messages USING btree (topic, priority DESC, state_time, seq) WHERE (state = 'ready'::text);
@@ -66,6 +68,7 @@ COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private
 COMMENT ON COLUMN pushpop.messages.lease_until IS 'When the latest lease runs out; requeue_expired looks at it while the message is pending.';
 COMMENT ON COLUMN pushpop.messages.expires_at IS 'The deadline after which the message is never delivered: push''s expires_in from the push.';
 COMMENT ON COLUMN pushpop.messages.headers IS 'The message''s headers: a JSON object of string values, or NULL for none.';
+COMMENT ON COLUMN pushpop.messages.fanout_of IS 'For a copy made by fan-out: the id the push returned, shared by all of its copies.';
 
 -- Type pushpop.message
 
@@ -161,6 +164,19 @@ CREATE TABLE pushpop.schedules (
 ) WITH (fillfactor=50);
 CREATE INDEX schedules_due ON pushpop.schedules USING btree (next_run_at);
 COMMENT ON TABLE pushpop.schedules IS 'Periodic messages: exactly one of cron and every is set. Private: use pushpop.schedule(), pushpop.unschedule(), pushpop.schedules() and pushpop.run_schedules().';
+
+-- Table pushpop.subscriptions
+
+CREATE TABLE pushpop.subscriptions (
+    pattern text NOT NULL,
+    subscriber text NOT NULL,
+    prefix text,
+    matcher text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT subscriptions_pkey PRIMARY KEY (pattern, subscriber)
+);
+CREATE INDEX subscriptions_patterns ON pushpop.subscriptions USING btree (prefix) WHERE (prefix IS NOT NULL);
+COMMENT ON TABLE pushpop.subscriptions IS 'Which subscriber topics get a copy of each push to a topic or to the topics a pattern matches. Private: use pushpop.subscribe(), pushpop.unsubscribe() and pushpop.subscriptions().';
 
 -- Routine pushpop.require(boolean,text)
 
@@ -277,6 +293,178 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.require_grant(text,text) IS 'Raises insufficient_privilege (42501) unless pushpop.may(privilege, topic).';
 
+-- Routine pushpop.subscriptions_in_use()
+
+CREATE OR REPLACE FUNCTION pushpop.subscriptions_in_use()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT false$function$;
+COMMENT ON FUNCTION pushpop.subscriptions_in_use() IS 'True while any subscription exists in this database (pushpop.subscribe): only then does a push look up the subscribers of its topic.';
+
+-- Routine pushpop.subscription_patterns_in_use()
+
+CREATE OR REPLACE FUNCTION pushpop.subscription_patterns_in_use()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT false$function$;
+COMMENT ON FUNCTION pushpop.subscription_patterns_in_use() IS 'True while any subscription names a pattern (a word * or >): only then does a push look up the patterns its topic matches.';
+
+-- Routine pushpop.require_pattern(text,text,boolean)
+
+CREATE OR REPLACE FUNCTION pushpop.require_pattern(pattern text, argument text, wildcards boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    words text[] := string_to_array(require_pattern.pattern, '.');
+BEGIN
+    IF require_pattern.pattern IS NULL OR length(require_pattern.pattern) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'pushpop: % must be 1 to 255 characters, got %', require_pattern.argument,
+            coalesce(length(require_pattern.pattern) || ' characters', 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT require_pattern.wildcards THEN
+        PERFORM pushpop.require(NOT (words && ARRAY['*', '>']),
+                                format('%s must be a topic, not a pattern: %s', require_pattern.argument,
+                                       quote_literal(require_pattern.pattern)));
+        RETURN;
+    END IF;
+    PERFORM pushpop.require(NOT ('' = ANY (words)),
+                            format('%s %s has an empty word', require_pattern.argument,
+                                   quote_literal(require_pattern.pattern)));
+    PERFORM pushpop.require(NOT EXISTS (SELECT FROM unnest(words) AS w
+                                        WHERE w NOT IN ('*', '>') AND w ~ '[*>]'),
+                            format('%s %s has a wildcard inside a word: * and > must be whole words',
+                                   require_pattern.argument, quote_literal(require_pattern.pattern)));
+    PERFORM pushpop.require(coalesce(array_position(words, '>') = cardinality(words), true),
+                            format('%s %s has > before its last word', require_pattern.argument,
+                                   quote_literal(require_pattern.pattern)));
+END $function$;
+COMMENT ON FUNCTION pushpop.require_pattern(text,text,boolean) IS 'Raises invalid_parameter_value (22023), naming argument, unless pattern is 1 to 255 characters and: with wildcards, has no empty word, * and > only as whole words and > only last; without, has no word * or >.';
+
+-- Routine pushpop.subscribe(text,text)
+
+CREATE OR REPLACE FUNCTION pushpop.subscribe(topic text, subscriber_topic text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    words    text[];
+    wildcard integer;
+    prefix   text;
+    matcher  text;
+BEGIN
+    PERFORM pushpop.require_pattern(subscribe.topic, 'topic', true);
+    PERFORM pushpop.require_pattern(subscribe.subscriber_topic, 'subscriber_topic', false);
+    words := string_to_array(subscribe.topic, '.');
+    wildcard := (SELECT min(w.n) FROM unnest(words) WITH ORDINALITY AS w(word, n)
+                 WHERE w.word IN ('*', '>'));
+    IF wildcard IS NOT NULL THEN
+        prefix := CASE WHEN wildcard = 1 THEN ''
+                       ELSE array_to_string(words[1:wildcard - 1], '.') || '.' END;
+        matcher := '^' || (SELECT string_agg(CASE w.word
+                                                  WHEN '*' THEN '[^.]+'
+                                                  WHEN '>' THEN '[^.]+(\.[^.]+)*'
+                                                  ELSE regexp_replace(w.word, '([^[:alnum:]_])', '\\\1', 'g')
+                                              END, '\.' ORDER BY w.n)
+                           FROM unnest(words) WITH ORDINALITY AS w(word, n)) || '$';
+    END IF;
+    INSERT INTO pushpop.subscriptions (pattern, subscriber, prefix, matcher)
+    VALUES (subscribe.topic, subscribe.subscriber_topic, prefix, matcher)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF NOT pushpop.subscriptions_in_use() THEN
+        CALL pushpop.define_setting('subscriptions_in_use', 'boolean', 'true');
+    END IF;
+    IF wildcard IS NOT NULL AND NOT pushpop.subscription_patterns_in_use() THEN
+        CALL pushpop.define_setting('subscription_patterns_in_use', 'boolean', 'true');
+    END IF;
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.subscribe(text,text) IS 'From the next transaction on, every push to topic (a topic, or a pattern: * one word, > one or more last words) puts a copy into subscriber_topic, a plain topic, and none into topic itself. Messages pushed before are not copied. True if the subscription is new.';
+GRANT EXECUTE ON ROUTINE pushpop.subscribe(text,text) TO pushpop_admin;
+
+-- Routine pushpop.unsubscribe(text,text)
+
+CREATE OR REPLACE FUNCTION pushpop.unsubscribe(topic text, subscriber_topic text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pushpop.require_pattern(unsubscribe.topic, 'topic', true);
+    PERFORM pushpop.require_pattern(unsubscribe.subscriber_topic, 'subscriber_topic', false);
+    DELETE FROM pushpop.subscriptions AS s
+    WHERE s.pattern = unsubscribe.topic AND s.subscriber = unsubscribe.subscriber_topic;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pushpop.subscriptions) THEN
+        CALL pushpop.define_setting('subscriptions_in_use', 'boolean', 'false');
+    END IF;
+    IF pushpop.subscription_patterns_in_use()
+       AND NOT EXISTS (SELECT FROM pushpop.subscriptions AS s WHERE s.prefix IS NOT NULL) THEN
+        CALL pushpop.define_setting('subscription_patterns_in_use', 'boolean', 'false');
+    END IF;
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.unsubscribe(text,text) IS 'Removes the subscription of subscriber_topic to topic (a topic or pattern, as subscribed); copies already made stay. True if there was one.';
+GRANT EXECUTE ON ROUTINE pushpop.unsubscribe(text,text) TO pushpop_admin;
+
+-- Routine pushpop.subscriptions(text)
+
+CREATE OR REPLACE FUNCTION pushpop.subscriptions(topic text DEFAULT NULL::text)
+ RETURNS TABLE(pattern text, subscriber text, created_at timestamp with time zone)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT s.pattern, s.subscriber, s.created_at
+    FROM pushpop.subscriptions AS s
+    WHERE subscriptions.topic IS NULL OR s.pattern = subscriptions.topic
+    ORDER BY s.pattern, s.subscriber
+$function$;
+COMMENT ON FUNCTION pushpop.subscriptions(text) IS 'Every subscription, or those whose own text (topic or pattern) equals topic: the pattern, the subscriber topic and when it was made.';
+GRANT EXECUTE ON ROUTINE pushpop.subscriptions(text) TO pushpop_admin;
+
+-- Routine pushpop.subscribers_of(text)
+
+CREATE OR REPLACE FUNCTION pushpop.subscribers_of(topic text)
+ RETURNS text[]
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT pushpop.subscription_patterns_in_use() THEN
+        RETURN (SELECT array_agg(s.subscriber ORDER BY s.subscriber)
+                FROM pushpop.subscriptions AS s
+                WHERE s.pattern = subscribers_of.topic AND s.prefix IS NULL);
+    END IF;
+    RETURN (SELECT array_agg(DISTINCT f.subscriber ORDER BY f.subscriber)
+            FROM (SELECT s.subscriber FROM pushpop.subscriptions AS s
+                  WHERE s.pattern = subscribers_of.topic AND s.prefix IS NULL
+                  UNION ALL
+                  SELECT s.subscriber FROM pushpop.subscriptions AS s
+                  WHERE s.prefix = ANY (ARRAY(
+                            SELECT left(subscribers_of.topic, p)
+                            FROM generate_series(0, length(subscribers_of.topic) - 1) AS p
+                            WHERE p = 0 OR substr(subscribers_of.topic, p, 1) = '.'))
+                    AND subscribers_of.topic ~ s.matcher) AS f);
+END $function$;
+COMMENT ON FUNCTION pushpop.subscribers_of(text) IS 'The subscriber topics that get a copy of a push to topic, each once, sorted; NULL for none.';
+
 -- Routine pushpop.set_max_payload_bytes(integer)
 
 CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
@@ -372,9 +560,11 @@ CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interva
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    new_id   uuid := coalesce(push.id, gen_random_uuid());
-    got      uuid;
-    taken_by text;
+    new_id      uuid := coalesce(push.id, gen_random_uuid());
+    got         uuid;
+    taken_by    text;
+    subscribers text[];
+    woken       text[];
 BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
@@ -406,6 +596,62 @@ BEGIN
             octet_length(push.payload), pushpop.max_payload_bytes()
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
+    END IF;
+    IF pushpop.subscriptions_in_use() THEN
+        IF pushpop.subscription_patterns_in_use() THEN
+            subscribers := pushpop.subscribers_of(push.topic);
+        ELSE  -- one probe of the primary key, without the cost of a function call
+            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
+            FROM pushpop.subscriptions AS s
+            WHERE s.pattern = push.topic AND s.prefix IS NULL;
+        END IF;
+    END IF;
+    IF subscribers IS NOT NULL THEN
+        -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds
+        -- the id this push returns. The unique index on (fanout_of, topic) makes a retried push
+        -- add no copy, and the one on (topic, dedup_key) skips a subscriber topic that holds
+        -- the dedup_key live.
+        IF push.id IS NOT NULL THEN
+            -- A retried push: its copies exist (even if the subscriptions changed since).
+            IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
+                RETURN new_id;
+            END IF;
+            SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+            IF taken_by = push.topic THEN
+                RETURN new_id;  -- pushed before the topic had subscribers
+            END IF;
+            PERFORM pushpop.require(taken_by IS NULL,
+                                    format('id %s is taken by a message of another topic', new_id));
+        END IF;
+        IF push.id IS NULL AND push.dedup_key IS NULL THEN
+            -- Nothing can conflict: a plain insert, cheaper than a speculative one.
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, max_attempts, payload, expires_at,
+                 headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push.delay, push.priority, push.max_attempts, push.payload,
+                   now() + push.expires_in, push.headers, new_id
+            FROM unnest(subscribers) AS s(subscriber);
+        ELSE
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                 expires_at, headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+                   push.payload, now() + push.expires_in, push.headers, new_id
+            FROM unnest(subscribers) AS s(subscriber)
+            ON CONFLICT DO NOTHING;
+        END IF;
+        IF push.delay = interval '0' THEN
+            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
+                           WHERE w.topic = ANY (subscribers));
+            IF cardinality(woken) > 0 THEN
+                PERFORM pushpop.wake(woken);
+            END IF;
+        END IF;
+        RETURN new_id;
     END IF;
     LOOP
         INSERT INTO pushpop.messages AS m
@@ -442,7 +688,7 @@ BEGIN
         -- The conflicting message finished in between: try the insert again.
     END LOOP;
 END $function$;
-COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is never delivered once that long has passed since the push (delay included); headers is a JSON object of strings (pushpop.require_headers).';
+COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is never delivered once that long has passed since the push (delay included); headers is a JSON object of strings (pushpop.require_headers). A topic with subscribers (pushpop.subscribe) gets no message itself: each subscriber topic gets a copy with an id of its own, find(returned id) lists them, and a retried push with the same id adds none.';
 GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_producer;
 
@@ -455,7 +701,9 @@ CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    too_big record;
+    too_big     record;
+    subscribers text[];
+    woken       text[];
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -491,6 +739,41 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
+    IF pushpop.subscriptions_in_use() THEN
+        IF pushpop.subscription_patterns_in_use() THEN
+            subscribers := pushpop.subscribers_of(push_many.topic);
+        ELSE  -- one probe of the primary key, without the cost of a function call
+            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
+            FROM pushpop.subscriptions AS s
+            WHERE s.pattern = push_many.topic AND s.prefix IS NULL;
+        END IF;
+    END IF;
+    IF subscribers IS NOT NULL THEN
+        -- Fan-out, as in push: the ids returned are those the copies of each payload share.
+        RETURN QUERY
+        WITH input AS MATERIALIZED (
+            SELECT gen_random_uuid() AS id, p.payload, p.n
+            FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
+        ), inserted AS (
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, payload, expires_at, headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push_many.delay, push_many.priority, i.payload,
+                   now() + push_many.expires_in, push_many.headers, i.id
+            FROM input AS i CROSS JOIN unnest(subscribers) AS s(subscriber)
+            ORDER BY i.n, s.subscriber
+        )
+        SELECT i.id FROM input AS i ORDER BY i.n;
+        IF FOUND AND push_many.delay = interval '0' THEN
+            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
+                           WHERE w.topic = ANY (subscribers));
+            IF cardinality(woken) > 0 THEN
+                PERFORM pushpop.wake(woken);
+            END IF;
+        END IF;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH input AS MATERIALIZED (
         SELECT gen_random_uuid() AS id, p.payload, p.n
@@ -510,7 +793,7 @@ BEGIN
         PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $function$;
-COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) IS 'Enqueues one message per payload in a single statement and returns their ids in input order; expires_in and headers, as in push, apply to each. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';
+COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) IS 'Enqueues one message per payload in a single statement and returns their ids in input order; expires_in and headers, as in push, apply to each. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none. A topic with subscribers fans out as in push: each returned id names the copies of its payload.';
 GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_producer;
 
@@ -738,9 +1021,11 @@ AS $function$
            m.created_at, m.error, m.dedup_key,
            CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
     FROM pushpop.messages AS m
-    WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
+    WHERE (m.id = find.id OR m.fanout_of = find.id)
+      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
+    ORDER BY m.topic
 $function$;
-COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up, or its topic is not granted to the caller). Its lease token is never shown: only the consumer that popped it holds it.';
+COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up, or its topic is not granted to the caller); for the id of a push that fanned out, its copies, one row per subscriber topic in topic order. Its lease token is never shown: only the consumer that popped it holds it.';
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_consumer;
 
@@ -798,6 +1083,42 @@ GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_consumer;
 GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_maintainer;
 GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_producer;
+
+-- Routine pushpop.throughput(interval,text)
+
+CREATE OR REPLACE FUNCTION pushpop.throughput(since interval DEFAULT '01:00:00'::interval, topic text DEFAULT NULL::text)
+ RETURNS TABLE(minute timestamp with time zone, completed bigint, discarded bigint)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT date_trunc('minute', f.state_time),
+           count(*) FILTER (WHERE f.state = 'completed'),
+           count(*) FILTER (WHERE f.state = 'discarded')
+    FROM pushpop.messages AS f
+    WHERE f.state IN ('completed', 'discarded') AND f.state_time > now() - throughput.since
+      AND (throughput.topic IS NULL OR f.topic = throughput.topic)
+      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', f.topic))
+    GROUP BY 1
+    ORDER BY 1
+$function$;
+COMMENT ON FUNCTION pushpop.throughput(interval,text) IS 'Per minute of the last since (one hour by default): how many messages were completed and discarded, of one topic or of all (NULL) the caller may see. Minutes with none are left out. Messages deleted by cleanup no longer count.';
+GRANT EXECUTE ON ROUTINE pushpop.throughput(interval,text) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.throughput(interval,text) TO pushpop_consumer;
+
+-- Routine pushpop.maintenance_leader()
+
+CREATE OR REPLACE FUNCTION pushpop.maintenance_leader()
+ RETURNS uuid
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT l.worker FROM pushpop.maintenance_leader AS l WHERE l.until > now()
+$function$;
+COMMENT ON FUNCTION pushpop.maintenance_leader() IS 'The id of the worker that runs maintenance for all now (pushpop.workers() lists it), or NULL while none leads.';
+GRANT EXECUTE ON ROUTINE pushpop.maintenance_leader() TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.maintenance_leader() TO pushpop_consumer;
 
 -- Routine pushpop.pause(text)
 
@@ -1890,3 +2211,4 @@ GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 -- migration 3: access_control
 -- migration 4: expiry_pause_headers
 -- migration 5: schedules
+-- migration 6: fanout

@@ -37,6 +37,7 @@ PRODUCER = {"push", "push_many", "max_payload_bytes", "max_header_bytes", "schem
 WORKER = {
     "pop", "complete", "discard", "defer", "extend", "find", "stats", "worker_heartbeat",
     "worker_stopped", "workers", "complete_many", "wait_for_push", "schema_version", "browse",
+    "throughput", "maintenance_leader",
 }  # fmt: skip
 MAINTAINER = {
     "schema_version", "requeue_expired", "cleanup", "prune_workers", "lead_maintenance",
@@ -47,12 +48,13 @@ CONSUMER = WORKER | MAINTAINER
 ADMIN = PRODUCER | CONSUMER | {
     "purge", "set_max_payload_bytes", "set_max_header_bytes", "grant_topics", "revoke_topics",
     "stop_topic_grants", "topic_grants", "pause", "resume", "retry", "retry_discarded", "cancel",
-    "schedule", "unschedule", "schedules",
+    "schedule", "unschedule", "schedules", "subscribe", "unsubscribe", "subscriptions",
 }  # fmt: skip
 INTERNAL = {  # called inside functions
     "require", "require_topic", "lock_down", "wake", "define_setting", "topic_grants_in_use",
     "may", "require_grant", "topics_paused", "require_headers", "cron_field", "cron_parse",
-    "cron_day_matches", "cron_next", "every_next", "every_tick",
+    "cron_day_matches", "cron_next", "every_next", "every_tick", "subscriptions_in_use",
+    "subscription_patterns_in_use", "require_pattern", "subscribers_of",
 }  # fmt: skip
 MAY_CALL = {
     "pushpop_producer": PRODUCER,
@@ -71,6 +73,7 @@ TABLES = {  # each table, and a column to name in UPDATE
     "topic_grants": "pattern",
     "maintenance_leader": "worker",
     "schedules": "name",
+    "subscriptions": "subscriber",
 }
 
 
@@ -234,6 +237,9 @@ def discarded_id(topic: str) -> Setup:
     return setup
 
 
+SUBSCRIBE_AND_UNSUBSCRIBE: LiteralString = (
+    "SELECT pushpop.subscribe('orders.>', 'audit') AND pushpop.unsubscribe('orders.>', 'audit')"
+)
 SCHEDULE_AND_UNSCHEDULE: LiteralString = (
     "SELECT pushpop.unschedule(s.name) FROM (SELECT 'nightly' AS name) AS s,"
     " LATERAL pushpop.schedule(s.name, 't', 'x', cron => '0 3 * * *')"
@@ -250,6 +256,8 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "push_many": (nothing, "SELECT count(*) FROM pushpop.push_many('t', '{a,b}'::bytea[])", eq(2)),
     "max_payload_bytes": (nothing, "SELECT pushpop.max_payload_bytes()", eq(1048576)),
     "max_header_bytes": (nothing, "SELECT pushpop.max_header_bytes()", eq(8192)),
+    "throughput": (finished, "SELECT sum(completed) FROM pushpop.throughput()", at_least(1)),
+    "maintenance_leader": (nothing, "SELECT pushpop.maintenance_leader() IS NULL", eq(True)),
     "set_max_header_bytes": (nothing, "SELECT pushpop.set_max_header_bytes(8192)", eq(8192)),
     "topics_paused": (nothing, "SELECT pushpop.topics_paused()", eq(False)),
     "require_headers": (nothing, "SELECT 1 FROM pushpop.require_headers('{}')", eq(1)),
@@ -323,6 +331,18 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     "unschedule": (nothing, SCHEDULE_AND_UNSCHEDULE, eq(True)),
     "schedules": (nothing, "SELECT count(*) FROM pushpop.schedules()", at_least(0)),
     "run_schedules": (nothing, "SELECT pushpop.run_schedules()", at_least(0)),
+    # A subscription made and removed at once: the next role's call finds none.
+    "subscribe": (nothing, SUBSCRIBE_AND_UNSUBSCRIBE, eq(True)),
+    "unsubscribe": (nothing, SUBSCRIBE_AND_UNSUBSCRIBE, eq(True)),
+    "subscriptions": (nothing, "SELECT count(*) FROM pushpop.subscriptions()", eq(0)),
+    "subscriptions_in_use": (nothing, "SELECT pushpop.subscriptions_in_use()", eq(False)),
+    "subscription_patterns_in_use": (
+        nothing,
+        "SELECT pushpop.subscription_patterns_in_use()",
+        eq(False),
+    ),
+    "require_pattern": (nothing, "SELECT 1 FROM pushpop.require_pattern('a.*', 'x', true)", eq(1)),
+    "subscribers_of": (nothing, "SELECT pushpop.subscribers_of('t')", eq(None)),
     "cron_field": (nothing, "SELECT pushpop.cron_field('*/30', 'minute', 0, 59)", eq(1 | 1 << 30)),
     "cron_parse": (nothing, "SELECT cardinality(pushpop.cron_parse('* * * * *'))", eq(7)),
     "cron_day_matches": (

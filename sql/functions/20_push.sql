@@ -2,7 +2,8 @@
 --
 -- A push inserts one row. It notifies only when a consumer waits for the topic
 -- (70_wakeups.sql): a NOTIFY makes its transaction take a server-wide lock at commit, so
--- pushes under load, when every consumer is busy, never notify.
+-- pushes under load, when every consumer is busy, never notify. A push to a topic with
+-- subscribers (15_subscriptions.sql) inserts one copy per subscriber topic instead.
 
 CREATE OR REPLACE FUNCTION pushpop.set_max_payload_bytes(max_bytes integer)
 RETURNS integer LANGUAGE plpgsql
@@ -97,9 +98,11 @@ CREATE OR REPLACE FUNCTION pushpop.push(
 ) RETURNS uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    new_id   uuid := coalesce(push.id, gen_random_uuid());
-    got      uuid;
-    taken_by text;
+    new_id      uuid := coalesce(push.id, gen_random_uuid());
+    got         uuid;
+    taken_by    text;
+    subscribers text[];
+    woken       text[];
 BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
@@ -131,6 +134,62 @@ BEGIN
             octet_length(push.payload), pushpop.max_payload_bytes()
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
+    END IF;
+    IF pushpop.subscriptions_in_use() THEN
+        IF pushpop.subscription_patterns_in_use() THEN
+            subscribers := pushpop.subscribers_of(push.topic);
+        ELSE  -- one probe of the primary key, without the cost of a function call
+            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
+            FROM pushpop.subscriptions AS s
+            WHERE s.pattern = push.topic AND s.prefix IS NULL;
+        END IF;
+    END IF;
+    IF subscribers IS NOT NULL THEN
+        -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds
+        -- the id this push returns. The unique index on (fanout_of, topic) makes a retried push
+        -- add no copy, and the one on (topic, dedup_key) skips a subscriber topic that holds
+        -- the dedup_key live.
+        IF push.id IS NOT NULL THEN
+            -- A retried push: its copies exist (even if the subscriptions changed since).
+            IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
+                RETURN new_id;
+            END IF;
+            SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+            IF taken_by = push.topic THEN
+                RETURN new_id;  -- pushed before the topic had subscribers
+            END IF;
+            PERFORM pushpop.require(taken_by IS NULL,
+                                    format('id %s is taken by a message of another topic', new_id));
+        END IF;
+        IF push.id IS NULL AND push.dedup_key IS NULL THEN
+            -- Nothing can conflict: a plain insert, cheaper than a speculative one.
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, max_attempts, payload, expires_at,
+                 headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push.delay, push.priority, push.max_attempts, push.payload,
+                   now() + push.expires_in, push.headers, new_id
+            FROM unnest(subscribers) AS s(subscriber);
+        ELSE
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                 expires_at, headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+                   push.payload, now() + push.expires_in, push.headers, new_id
+            FROM unnest(subscribers) AS s(subscriber)
+            ON CONFLICT DO NOTHING;
+        END IF;
+        IF push.delay = interval '0' THEN
+            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
+                           WHERE w.topic = ANY (subscribers));
+            IF cardinality(woken) > 0 THEN
+                PERFORM pushpop.wake(woken);
+            END IF;
+        END IF;
+        RETURN new_id;
     END IF;
     LOOP
         INSERT INTO pushpop.messages AS m
@@ -174,7 +233,9 @@ COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, int
     'another topic raises invalid_parameter_value (22023). A payload above '
     'pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is '
     'never delivered once that long has passed since the push (delay included); headers is a JSON '
-    'object of strings (pushpop.require_headers).';
+    'object of strings (pushpop.require_headers). A topic with subscribers (pushpop.subscribe) gets '
+    'no message itself: each subscriber topic gets a copy with an id of its own, find(returned id) '
+    'lists them, and a retried push with the same id adds none.';
 
 CREATE OR REPLACE FUNCTION pushpop.push_many(
     topic      text,
@@ -186,7 +247,9 @@ CREATE OR REPLACE FUNCTION pushpop.push_many(
 ) RETURNS SETOF uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    too_big record;
+    too_big     record;
+    subscribers text[];
+    woken       text[];
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -222,6 +285,41 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
+    IF pushpop.subscriptions_in_use() THEN
+        IF pushpop.subscription_patterns_in_use() THEN
+            subscribers := pushpop.subscribers_of(push_many.topic);
+        ELSE  -- one probe of the primary key, without the cost of a function call
+            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
+            FROM pushpop.subscriptions AS s
+            WHERE s.pattern = push_many.topic AND s.prefix IS NULL;
+        END IF;
+    END IF;
+    IF subscribers IS NOT NULL THEN
+        -- Fan-out, as in push: the ids returned are those the copies of each payload share.
+        RETURN QUERY
+        WITH input AS MATERIALIZED (
+            SELECT gen_random_uuid() AS id, p.payload, p.n
+            FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
+        ), inserted AS (
+            INSERT INTO pushpop.messages
+                (id, topic, state, state_time, priority, payload, expires_at, headers, fanout_of)
+            SELECT gen_random_uuid(), s.subscriber,
+                   CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                   now() + push_many.delay, push_many.priority, i.payload,
+                   now() + push_many.expires_in, push_many.headers, i.id
+            FROM input AS i CROSS JOIN unnest(subscribers) AS s(subscriber)
+            ORDER BY i.n, s.subscriber
+        )
+        SELECT i.id FROM input AS i ORDER BY i.n;
+        IF FOUND AND push_many.delay = interval '0' THEN
+            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
+                           WHERE w.topic = ANY (subscribers));
+            IF cardinality(woken) > 0 THEN
+                PERFORM pushpop.wake(woken);
+            END IF;
+        END IF;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH input AS MATERIALIZED (
         SELECT gen_random_uuid() AS id, p.payload, p.n
@@ -244,4 +342,5 @@ END $$;
 COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer, interval, jsonb) IS
     'Enqueues one message per payload in a single statement and returns their ids in input order; '
     'expires_in and headers, as in push, apply to each. Any payload above '
-    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none.';
+    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none. A topic '
+    'with subscribers fans out as in push: each returned id names the copies of its payload.';

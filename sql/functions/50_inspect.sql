@@ -9,11 +9,14 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            m.created_at, m.error, m.dedup_key,
            CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
     FROM pushpop.messages AS m
-    WHERE m.id = find.id AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
+    WHERE (m.id = find.id OR m.fanout_of = find.id)
+      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
+    ORDER BY m.topic
 $$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS
     'Returns the message with this id, in whatever state, or no row if there is none (or it was '
-    'cleaned up, or its topic is not granted to the caller). Its lease token is never shown: only '
+    'cleaned up, or its topic is not granted to the caller); for the id of a push that fanned out, '
+    'its copies, one row per subscriber topic in topic order. Its lease token is never shown: only '
     'the consumer that popped it holds it.';
 
 -- Each state is counted through its own partial index, not by reading every row.
@@ -62,3 +65,32 @@ $$;
 COMMENT ON FUNCTION pushpop.schema_version() IS
     'The newest numbered migration applied to this database. A client that knows fewer was made '
     'for an older schema: upgrade it.';
+
+-- Finished messages per minute, read from the finished index alone (no table visits).
+CREATE OR REPLACE FUNCTION pushpop.throughput(since interval DEFAULT '1 hour', topic text DEFAULT NULL)
+RETURNS TABLE (minute timestamptz, completed bigint, discarded bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT date_trunc('minute', f.state_time),
+           count(*) FILTER (WHERE f.state = 'completed'),
+           count(*) FILTER (WHERE f.state = 'discarded')
+    FROM pushpop.messages AS f
+    WHERE f.state IN ('completed', 'discarded') AND f.state_time > now() - throughput.since
+      AND (throughput.topic IS NULL OR f.topic = throughput.topic)
+      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', f.topic))
+    GROUP BY 1
+    ORDER BY 1
+$$;
+COMMENT ON FUNCTION pushpop.throughput(interval, text) IS
+    'Per minute of the last since (one hour by default): how many messages were completed and '
+    'discarded, of one topic or of all (NULL) the caller may see. Minutes with none are left out. '
+    'Messages deleted by cleanup no longer count.';
+
+CREATE OR REPLACE FUNCTION pushpop.maintenance_leader()
+RETURNS uuid LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT l.worker FROM pushpop.maintenance_leader AS l WHERE l.until > now()
+$$;
+COMMENT ON FUNCTION pushpop.maintenance_leader() IS
+    'The id of the worker that runs maintenance for all now (pushpop.workers() lists it), or NULL '
+    'while none leads.';

@@ -133,6 +133,10 @@ CALL pushpop.lock_down('pushpop.cron_day_matches(bigint[], date)');
 CALL pushpop.lock_down('pushpop.cron_next(text, timestamptz, text)');
 CALL pushpop.lock_down('pushpop.every_next(timestamptz, interval, text, timestamptz)');
 CALL pushpop.lock_down('pushpop.every_tick(timestamptz, interval, text, boolean, bigint)');
+CALL pushpop.lock_down('pushpop.subscriptions_in_use()');
+CALL pushpop.lock_down('pushpop.subscription_patterns_in_use()');
+CALL pushpop.lock_down('pushpop.require_pattern(text, text, boolean)');
+CALL pushpop.lock_down('pushpop.subscribers_of(text)');
 
 -- Every client may ask which schema it talks to.
 CALL pushpop.lock_down('pushpop.schema_version()',
@@ -155,6 +159,8 @@ CALL pushpop.lock_down('pushpop.defer(uuid, uuid, interval, text)', 'pushpop_con
 CALL pushpop.lock_down('pushpop.extend(uuid, uuid, interval)', 'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.find(uuid)', 'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.stats()', 'pushpop_consumer', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.throughput(interval, text)', 'pushpop_consumer', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.maintenance_leader()', 'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.wait_for_push(uuid, text[])', 'pushpop_consumer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.worker_heartbeat(uuid, text, integer, text[], integer)',
                        'pushpop_consumer', 'pushpop_admin');
@@ -188,3 +194,7 @@ CALL pushpop.lock_down('pushpop.grant_topics(regrole, text[], text[])', 'pushpop
 CALL pushpop.lock_down('pushpop.revoke_topics(regrole, text[], text[])', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.stop_topic_grants()', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.topic_grants()', 'pushpop_admin');
+-- ... and route topics to subscribers.
+CALL pushpop.lock_down('pushpop.subscribe(text, text)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.unsubscribe(text, text)', 'pushpop_admin');
+CALL pushpop.lock_down('pushpop.subscriptions(text)', 'pushpop_admin');
