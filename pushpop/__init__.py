@@ -18,7 +18,7 @@ from .errors import (
     PermissionDenied,
     Unavailable,
 )
-from .message import ScheduleInfo, TopicStats, WorkerInfo
+from .message import ScheduleInfo, SubscriptionInfo, TopicStats, WorkerInfo
 from .retry import Retry
 from .worker import Worker
 
@@ -40,6 +40,7 @@ __all__ = [
     "PermissionDenied",
     "Retry",
     "ScheduleInfo",
+    "SubscriptionInfo",
     "TopicStats",
     "Unavailable",
     "Worker",

@@ -29,7 +29,7 @@ from .connection import (
     wants_connections,
 )
 from .errors import ClientClosed, Error, InvalidType, from_psycopg
-from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, SubscriptionInfo, TopicStats, WorkerInfo
 from .retry import Retry
 
 # True here; tools/async_to_sync.py writes the sync twin with the other side of each `if ASYNC`,
@@ -294,7 +294,9 @@ class AsyncClient:
         await self._run(calls.complete_many(msgs))
 
     async def find(self, id: UUID | str) -> AsyncMessage | None:
-        """The message with this id in whatever state, or None if there is none (any more)."""
+        """The message with this id in whatever state, or None if there is none (any more).
+        For the id of a push that fanned out: its copy in the first subscriber topic by name
+        (``pushpop.find`` in SQL lists every copy)."""
         rows = await self._run(calls.find(id))
         return AsyncMessage.from_row(self, rows[0]) if rows else None
 
@@ -381,6 +383,20 @@ class AsyncClient:
     async def run_schedules(self) -> int:
         """Pushes one message per due schedule (workers do it); how many."""
         return await self._run(calls.run_schedules())
+
+    async def subscribe(self, topic: str, subscriber: str) -> bool:
+        """From now on, every push to ``topic`` (or to the topics a pattern such as
+        ``orders.*`` or ``orders.>`` matches) puts a copy into the topic ``subscriber``
+        instead of into ``topic``. True if the subscription is new."""
+        return await self._run(calls.subscribe(topic, subscriber))
+
+    async def unsubscribe(self, topic: str, subscriber: str) -> bool:
+        """Removes the subscription of ``subscriber`` to ``topic``; True if there was one."""
+        return await self._run(calls.unsubscribe(topic, subscriber))
+
+    async def subscriptions(self, topic: str | None = None) -> list[SubscriptionInfo]:
+        """Every subscription, or those made with exactly this topic or pattern."""
+        return await self._run(calls.subscriptions(topic))
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""

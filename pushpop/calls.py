@@ -25,7 +25,14 @@ from .constants import (
     PRODUCER,
 )
 from .errors import InvalidArgument, InvalidType, LeaseLost
-from .message import COLUMNS, MessageBase, ScheduleInfo, TopicStats, WorkerInfo
+from .message import (
+    COLUMNS,
+    MessageBase,
+    ScheduleInfo,
+    SubscriptionInfo,
+    TopicStats,
+    WorkerInfo,
+)
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -559,8 +566,74 @@ def run_schedules() -> Call[int]:
     return Call("SELECT pushpop.run_schedules()", {}, _scalar, MAINTAINER)
 
 
+# Fan-out: SQL checks the patterns (words, wildcards) and names the bad argument.
+
+
+def subscribe(topic: str, subscriber: str) -> Call[bool]:
+    """Copy every push to ``topic`` (or a pattern) into ``subscriber`` (``pushpop.subscribe``)."""
+    return Call(
+        "SELECT pushpop.subscribe(%(topic)s, %(subscriber)s)",
+        {"topic": checks.topic(topic), "subscriber": checks.topic(subscriber, "subscriber_topic")},
+        _scalar,
+        ADMIN,
+    )
+
+
+def unsubscribe(topic: str, subscriber: str) -> Call[bool]:
+    """Remove a subscription; True if there was one (``pushpop.unsubscribe``)."""
+    return Call(
+        "SELECT pushpop.unsubscribe(%(topic)s, %(subscriber)s)",
+        {"topic": checks.topic(topic), "subscriber": checks.topic(subscriber, "subscriber_topic")},
+        _scalar,
+        ADMIN,
+    )
+
+
+def subscriptions(topic: str | None) -> Call[list[SubscriptionInfo]]:
+    """Every subscription, or those of one topic or pattern (``pushpop.subscriptions``)."""
+    return Call(
+        "SELECT pattern, subscriber, created_at FROM pushpop.subscriptions(%(topic)s::text)",
+        {"topic": None if topic is None else checks.topic(topic)},
+        lambda rows: [SubscriptionInfo(*row) for row in rows],
+        ADMIN,
+    )
+
+
 def payload_of(payload: Any, json: Any) -> bytes:
     """The bytes of exactly one of ``payload`` and ``json=obj``, as a push stores them."""
     if (payload is None) == (json is _NO_PAYLOAD):
         raise InvalidType("give either payload (bytes) or json=obj, not both and not neither")
     return checks.payload(payload) if json is _NO_PAYLOAD else checks.json_payload(json)
+
+
+# The dashboard (pushpop.dashboard): what stats() and workers() do not say.
+
+
+# Finished messages per minute over a window, from the partial index messages_finished
+# (state_time INCLUDE topic, state): an index-only range scan of the window, never the table.
+def throughput(topic: str | None, window: checks.Duration) -> Call[Rows]:
+    """Per minute of the last ``window``: (minute, completed, discarded), of one topic or all."""
+    return Call(
+        "SELECT minute, completed, discarded"
+        " FROM pushpop.throughput(%(window)s::interval, %(topic)s::text)",
+        {
+            "topic": None if topic is None else checks.topic(topic),
+            "window": checks.duration(window, "window", positive=True),
+        },
+        _rows,
+        CONSUMER,
+    )
+
+
+def workers_and_leader(stale_after: checks.Duration) -> Call[Rows]:
+    """The live workers as :func:`workers` lists them, each with whether it leads maintenance
+    now, and the database's clock for their heartbeat ages."""
+    return Call(
+        "SELECT w.id, w.host, w.pid, w.topics, w.concurrency, w.started_at, w.heartbeat_at,"
+        " coalesce(w.id = pushpop.maintenance_leader(), false), now()"
+        " FROM pushpop.workers(%(stale)s::interval) AS w"
+        " ORDER BY w.host, w.pid",
+        {"stale": checks.duration(stale_after, "stale_after", positive=True)},
+        _rows,
+        CONSUMER,
+    )

@@ -33,6 +33,8 @@ from .cli_output import (
     schedules_table,
     stats_json,
     stats_table,
+    subscriptions_json,
+    subscriptions_table,
     workers_json,
     workers_table,
 )
@@ -425,6 +427,51 @@ def exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dashboard``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--read-only", action="store_true", help="show, never change anything")
+    parser.add_argument("--base-path", default="", help="serve under this path, e.g. /queue")
+    parser.add_argument(
+        "--token", default=os.environ.get("PUSHPOP_DASHBOARD_TOKEN"),
+        help="required from browsers (default: PUSHPOP_DASHBOARD_TOKEN); needed to bind"
+        " beyond localhost unless --read-only",
+    )  # fmt: skip
+
+
+LOCALHOST = {"127.0.0.1", "localhost", "::1"}
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """Serves the web dashboard (pushpop[dashboard]): topics, messages, workers, schedules,
+    and buttons to pause, resume, retry, cancel and purge; until SIGTERM/SIGINT."""
+    try:
+        from . import dashboard as dashboard_module
+    except ImportError as exc:
+        raise Error(f"the dashboard needs pushpop[dashboard] ({exc.name} is missing)") from None
+    local = args.host in LOCALHOST
+    if not local and args.token is None and not args.read_only:
+        raise Error(
+            f"refusing to serve the dashboard on {args.host} with its buttons and no --token:"
+            " give --token (or PUSHPOP_DASHBOARD_TOKEN), or --read-only"
+        )
+    logs.configure("WARNING", "text")
+
+    def started(url: str) -> None:
+        guard = "a token required" if args.token is not None else "no token: localhost only"
+        if args.token is None and not local:
+            guard = f"no token: anyone who reaches {args.host} can read it"
+        mode = "read-only" if args.read_only else "actions enabled"
+        print(f"pushpop dashboard: {url} ({mode}, {guard})", flush=True)
+
+    dashboard_module.serve(
+        conninfo(args), host=args.host, port=args.port, read_only=args.read_only,
+        base_path=args.base_path, token=args.token, started=started,
+    )  # fmt: skip
+    return 0
+
+
 def workers_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``workers``."""
     parser.add_argument("--json", action="store_true", help="print JSON, one object per worker")
@@ -597,6 +644,54 @@ def schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+def subscribe_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``subscribe`` and ``unsubscribe``."""
+    parser.add_argument("topic", help="a topic, or a pattern: * one word, > one or more last words")
+    parser.add_argument("subscriber", help="the topic that gets a copy of each push")
+
+
+def subscribe(args: argparse.Namespace) -> int:
+    """Copies every push to TOPIC (or a pattern such as orders.* or orders.>) into SUBSCRIBER,
+    from now on."""
+    with open_client(args) as client:
+        changed = client.subscribe(args.topic, args.subscriber)
+    done = "subscribed" if changed else "already subscribed:"
+    print(f"{done} {args.subscriber!r} to {args.topic!r}")
+    return 0
+
+
+def unsubscribe(args: argparse.Namespace) -> int:
+    """Removes a subscription; exit status 1 when there is none."""
+    with open_client(args) as client:
+        changed = client.unsubscribe(args.topic, args.subscriber)
+    if not changed:
+        print(f"pushpop: {args.subscriber!r} is not subscribed to {args.topic!r}", file=sys.stderr)
+        return 1
+    print(f"unsubscribed {args.subscriber!r} from {args.topic!r}")
+    return 0
+
+
+def subscriptions_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``subscriptions``."""
+    parser.add_argument("topic", nargs="?", help="only the subscriptions made with this text")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON, one object per subscription"
+    )
+
+
+def subscriptions(args: argparse.Namespace) -> int:
+    """Lists the subscriptions: pattern, subscriber topic, since when."""
+    with open_client(args) as client:
+        rows = client.subscriptions(args.topic)
+    if args.json:
+        print(subscriptions_json(rows))
+    elif rows:
+        print(subscriptions_table(rows))
+    else:
+        print("no subscriptions")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its name, one line of help, its arguments and what it runs."""
@@ -624,9 +719,13 @@ COMMANDS: list[Command] = [
     Command("schedule", "push a message on a cron or every interval", schedule_args, schedule),
     Command("unschedule", "delete a schedule", unschedule_args, unschedule),
     Command("schedules", "list the schedules", schedules_args, schedules),
+    Command("subscribe", "copy pushes to a topic or pattern elsewhere", subscribe_args, subscribe),
+    Command("unsubscribe", "remove a subscription", subscribe_args, unsubscribe),
+    Command("subscriptions", "list the subscriptions", subscriptions_args, subscriptions),
     Command("worker", "run a handler on a topic's messages until stopped", worker_args, worker),
     Command("workers", "list the live workers", workers_args, workers),
     Command("exporter", "serve the queue's gauges to Prometheus", exporter_args, exporter),
+    Command("dashboard", "serve the web dashboard", dashboard_args, dashboard),
 ]
 
 

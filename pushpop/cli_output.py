@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, SubscriptionInfo, TopicStats, WorkerInfo
 
 
 def format_age(delta: timedelta) -> str:
@@ -182,4 +182,16 @@ def schedules_json(rows: list[ScheduleInfo]) -> str:
          "next_run_at": s.next_run_at.isoformat(), "last_run_at": _iso(s.last_run_at)}
         for s in rows
     ]  # fmt: skip
+    return json.dumps(out, ensure_ascii=False)
+
+
+def subscriptions_table(rows: list[SubscriptionInfo]) -> str:
+    """The subscriptions as a table."""
+    lines = [[s.pattern, s.subscriber, s.created_at.isoformat()] for s in rows]
+    return table(["PATTERN", "SUBSCRIBER", "SINCE"], lines)
+
+
+def subscriptions_json(rows: list[SubscriptionInfo]) -> str:
+    """The subscriptions as a JSON list."""
+    out = [{**vars(s), "created_at": s.created_at.isoformat()} for s in rows]
     return json.dumps(out, ensure_ascii=False)

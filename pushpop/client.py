@@ -28,7 +28,7 @@ from .connection import (
     wants_connections,
 )
 from .errors import ClientClosed, InvalidType, from_psycopg
-from .message import MessageBase, ScheduleInfo, TopicStats, WorkerInfo
+from .message import MessageBase, ScheduleInfo, SubscriptionInfo, TopicStats, WorkerInfo
 from .retry import Retry
 from .worker import Worker
 
@@ -278,7 +278,9 @@ class Client:
         self._run(calls.complete_many(msgs))
 
     def find(self, id: UUID | str) -> Message | None:
-        """The message with this id in whatever state, or None if there is none (any more)."""
+        """The message with this id in whatever state, or None if there is none (any more).
+        For the id of a push that fanned out: its copy in the first subscriber topic by name
+        (``pushpop.find`` in SQL lists every copy)."""
         rows = self._run(calls.find(id))
         return Message.from_row(self, rows[0]) if rows else None
 
@@ -365,6 +367,20 @@ class Client:
     def run_schedules(self) -> int:
         """Pushes one message per due schedule (workers do it); how many."""
         return self._run(calls.run_schedules())
+
+    def subscribe(self, topic: str, subscriber: str) -> bool:
+        """From now on, every push to ``topic`` (or to the topics a pattern such as
+        ``orders.*`` or ``orders.>`` matches) puts a copy into the topic ``subscriber``
+        instead of into ``topic``. True if the subscription is new."""
+        return self._run(calls.subscribe(topic, subscriber))
+
+    def unsubscribe(self, topic: str, subscriber: str) -> bool:
+        """Removes the subscription of ``subscriber`` to ``topic``; True if there was one."""
+        return self._run(calls.unsubscribe(topic, subscriber))
+
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionInfo]:
+        """Every subscription, or those made with exactly this topic or pattern."""
+        return self._run(calls.subscriptions(topic))
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers: those that sent a heartbeat within the last minute."""

@@ -108,3 +108,13 @@ class ScheduleInfo:
     timezone: str
     next_run_at: datetime
     last_run_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SubscriptionInfo:
+    """A subscription, as ``pushpop.subscriptions()`` lists it: pushes to a topic matching
+    ``pattern`` put a copy into ``subscriber``."""
+
+    pattern: str
+    subscriber: str
+    created_at: datetime
