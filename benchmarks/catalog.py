@@ -6,11 +6,21 @@ listed here. Figures sharing a setup sit side by side, so its tables are loaded 
 
 from __future__ import annotations
 
-from . import bloat, latency, operations, scaling, scrape, throughput, work
+from . import (
+    bloat,
+    dashboard,
+    fanout,
+    latency,
+    operations,
+    scaling,
+    scrape,
+    throughput,
+    work,
+)
 from .env import Settings
 from .figures import Figure
 
-MODULES = (throughput, work, latency, scaling, operations, scrape, bloat)
+MODULES = (throughput, work, latency, scaling, operations, fanout, scrape, dashboard, bloat)
 
 
 def figures(settings: Settings) -> list[Figure]:
