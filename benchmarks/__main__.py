@@ -29,7 +29,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     names = [f.name for f in catalog.figures(DEFAULT)]
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="a short run (about 90 s with every figure)")
+    p.add_argument("--quick", action="store_true", help="a short run (about 90 s, every figure)")
     p.add_argument(
         "--rounds", type=int, help=f"rounds per figure ({DEFAULT.rounds}; quick {QUICK.rounds})"
     )
