@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint format snapshot bench clean distclean
+.PHONY: help venv demo test lint format snapshot bench citus clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -45,6 +45,9 @@ snapshot: $(STAMP) ## regenerate sql/schema.snapshot.sql from the SQL files
 bench: $(STAMP) ## run the benchmarks (python -m benchmarks)
 	@if [ -d benchmarks ]; then $(PYTHON) -m benchmarks; \
 	else echo "make bench: there is no benchmarks/ folder yet" >&2; exit 1; fi
+
+citus: ## build and install Citus from CITUS_SOURCE (default ../shared/vendor/citus) unless installed
+	tools/install_citus.sh
 
 clean: ## remove caches and build output (keeps .venv)
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
