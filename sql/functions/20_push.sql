@@ -102,7 +102,6 @@ DECLARE
     got         uuid;
     taken_by    text;
     subscribers text[];
-    woken       text[];
 BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
@@ -136,13 +135,7 @@ BEGIN
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
     IF pushpop.subscriptions_in_use() THEN
-        IF pushpop.subscription_patterns_in_use() THEN
-            subscribers := pushpop.subscribers_of(push.topic);
-        ELSE  -- one probe of the primary key, without the cost of a function call
-            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
-            FROM pushpop.subscriptions AS s
-            WHERE s.pattern = push.topic AND s.prefix IS NULL;
-        END IF;
+        subscribers := pushpop.subscribers_of(push.topic);
     END IF;
     IF subscribers IS NOT NULL THEN
         -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds
@@ -161,33 +154,18 @@ BEGIN
             PERFORM pushpop.require(taken_by IS NULL,
                                     format('id %s is taken by a message of another topic', new_id));
         END IF;
-        IF push.id IS NULL AND push.dedup_key IS NULL THEN
-            -- Nothing can conflict: a plain insert, cheaper than a speculative one.
-            INSERT INTO pushpop.messages
-                (id, topic, state, state_time, priority, max_attempts, payload, expires_at,
-                 headers, fanout_of)
-            SELECT gen_random_uuid(), s.subscriber,
-                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                   now() + push.delay, push.priority, push.max_attempts, push.payload,
-                   now() + push.expires_in, push.headers, new_id
-            FROM unnest(subscribers) AS s(subscriber);
-        ELSE
-            INSERT INTO pushpop.messages
-                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
-                 expires_at, headers, fanout_of)
-            SELECT gen_random_uuid(), s.subscriber,
-                   CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                   now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
-                   push.payload, now() + push.expires_in, push.headers, new_id
-            FROM unnest(subscribers) AS s(subscriber)
-            ON CONFLICT DO NOTHING;
-        END IF;
-        IF push.delay = interval '0' THEN
-            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
-                           WHERE w.topic = ANY (subscribers));
-            IF cardinality(woken) > 0 THEN
-                PERFORM pushpop.wake(woken);
-            END IF;
+        INSERT INTO pushpop.messages
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+             expires_at, headers, fanout_of)
+        SELECT gen_random_uuid(), s.subscriber,
+               CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+               now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+               push.payload, now() + push.expires_in, push.headers, new_id
+        FROM unnest(subscribers) AS s(subscriber)
+        ON CONFLICT DO NOTHING;
+        IF push.delay = interval '0'
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
+            PERFORM pushpop.wake(subscribers);
         END IF;
         RETURN new_id;
     END IF;
@@ -249,7 +227,6 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     too_big     record;
     subscribers text[];
-    woken       text[];
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -286,13 +263,7 @@ BEGIN
                   HINT = 'pushpop.set_max_payload_bytes() changes the limit of this database.';
     END IF;
     IF pushpop.subscriptions_in_use() THEN
-        IF pushpop.subscription_patterns_in_use() THEN
-            subscribers := pushpop.subscribers_of(push_many.topic);
-        ELSE  -- one probe of the primary key, without the cost of a function call
-            SELECT array_agg(s.subscriber ORDER BY s.subscriber) INTO subscribers
-            FROM pushpop.subscriptions AS s
-            WHERE s.pattern = push_many.topic AND s.prefix IS NULL;
-        END IF;
+        subscribers := pushpop.subscribers_of(push_many.topic);
     END IF;
     IF subscribers IS NOT NULL THEN
         -- Fan-out, as in push: the ids returned are those the copies of each payload share.
@@ -311,12 +282,9 @@ BEGIN
             ORDER BY i.n, s.subscriber
         )
         SELECT i.id FROM input AS i ORDER BY i.n;
-        IF FOUND AND push_many.delay = interval '0' THEN
-            woken := ARRAY(SELECT DISTINCT w.topic FROM pushpop.waiting AS w
-                           WHERE w.topic = ANY (subscribers));
-            IF cardinality(woken) > 0 THEN
-                PERFORM pushpop.wake(woken);
-            END IF;
+        IF FOUND AND push_many.delay = interval '0'
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
+            PERFORM pushpop.wake(subscribers);
         END IF;
         RETURN;
     END IF;
