@@ -145,7 +145,10 @@ def _import_pgserver() -> Any:
 
 @contextlib.contextmanager
 def embedded_server() -> Iterator[str]:
-    """Starts a throwaway embedded PostgreSQL (pgserver) and yields its conninfo."""
+    """Starts a throwaway embedded PostgreSQL (pgserver) and yields its conninfo.
+
+    What pgserver warns about the machine while starting and stopping is kept quiet: a test run
+    that turns warnings into errors must not fail on it."""
     try:
         pgserver = _import_pgserver()
     except ImportError:
@@ -154,11 +157,15 @@ def embedded_server() -> Iterator[str]:
             "`pip install pgserver` (`make venv` installs it into .venv)"
         ) from None
     with tempfile.TemporaryDirectory(prefix="pushpop-pg-") as datadir:
-        server: Any = pgserver.get_server(datadir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server: Any = pgserver.get_server(datadir, cleanup_mode="stop")
         try:
             yield str(server.get_uri())
         finally:
-            server.cleanup()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server.cleanup()
 
 
 @contextlib.contextmanager

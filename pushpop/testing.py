@@ -25,7 +25,6 @@ import importlib.util
 import inspect
 import itertools
 import os
-import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -317,22 +316,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@contextlib.contextmanager
-def _quiet_embedded_server() -> Iterator[str]:
-    """An embedded server started and stopped with warnings ignored: a test run that turns
-    warnings into errors must not fail on its dependencies' complaints about the machine."""
-    with contextlib.ExitStack() as inner:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conninfo = inner.enter_context(devdb.embedded_server())
-        try:
-            yield conninfo
-        finally:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                inner.close()
-
-
 def _find_server(config: pytest.Config, stack: contextlib.ExitStack) -> str:
     explicit = os.environ.get(DSN_VARIABLE) or str(config.getini(DSN_INI) or "")
     if explicit:
@@ -348,7 +331,7 @@ def _find_server(config: pytest.Config, stack: contextlib.ExitStack) -> str:
             f"pushpop.testing: {devdb.HELP} (`pip install 'pushpop[testing]'` brings it)",
             pytrace=False,
         )
-    return stack.enter_context(_quiet_embedded_server())
+    return stack.enter_context(devdb.embedded_server())
 
 
 def _execute(conninfo: str, statement: sql.Composed) -> None:

@@ -70,8 +70,8 @@ def _testcontainers_server() -> Iterator[str | None]:
 def _quietly(manager: AbstractContextManager[T]) -> Iterator[T]:
     """Enters and exits ``manager`` with warnings ignored.
 
-    The suite turns warnings into errors; a server's dependencies warning about the
-    environment (pgserver: XDG_RUNTIME_DIR not set) must not stop it from starting.
+    The suite turns warnings into errors; a container library's warnings about the
+    environment must not stop it from starting.
     """
     with contextlib.ExitStack() as inner:
         with warnings.catch_warnings():
@@ -95,7 +95,7 @@ def _find_server(stack: contextlib.ExitStack) -> str | None:
         return local
     if importlib.util.find_spec("pgserver") is not None:
         with contextlib.suppress(Exception, SystemExit):
-            return stack.enter_context(_quietly(devdb.embedded_server()))
+            return stack.enter_context(devdb.embedded_server())
     if _docker_answers():
         return stack.enter_context(_quietly(_testcontainers_server()))
     return None
