@@ -445,7 +445,6 @@ class Dashboard:
                 message="refused: the form's CSRF token is missing or stale; reload the page",
             )  # fmt: skip
         back = _safe_next(form.get("next"), self.base(request))
-        self._gauges = None
         try:
             notice = await self._do(action, form)
         except Error as exc:
