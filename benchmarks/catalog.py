@@ -12,6 +12,7 @@ from . import (
     fanout,
     latency,
     operations,
+    ordering,
     scaling,
     scrape,
     throughput,
@@ -20,7 +21,9 @@ from . import (
 from .env import Settings
 from .figures import Figure
 
-MODULES = (throughput, work, latency, scaling, operations, fanout, scrape, dashboard, bloat)
+MODULES = (
+    throughput, work, latency, scaling, operations, fanout, ordering, scrape, dashboard, bloat,
+)  # fmt: skip
 
 
 def figures(settings: Settings) -> list[Figure]:

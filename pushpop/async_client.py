@@ -224,10 +224,12 @@ class AsyncClient:
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
     ) -> AsyncMessage:
-        """Builds a message (its id chosen now) without sending it: ``await msg.push()`` does."""
+        """Builds a message (its id chosen now) without sending it: ``await msg.push()`` does.
+        Messages of a topic with one ``ordering_key`` are delivered one at a time, in push order."""
         fields = calls.new_message_fields(
-            topic, payload, json, priority, dedup_key, max_attempts, id, headers
+            topic, payload, json, priority, dedup_key, max_attempts, id, headers, ordering_key
         )
         return AsyncMessage(**fields, _client=self)
 
@@ -246,11 +248,12 @@ class AsyncClient:
         durable: bool = True,
         expires_in: checks.Duration | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`AsyncMessage.push`)."""
         msg = self.new_message(
             topic, payload, json=json, priority=priority, dedup_key=dedup_key,
-            max_attempts=max_attempts, id=id, headers=headers,
+            max_attempts=max_attempts, id=id, headers=headers, ordering_key=ordering_key,
         )  # fmt: skip
         return await msg.push(delay, conn, durable=durable, expires_in=expires_in)
 
@@ -265,13 +268,19 @@ class AsyncClient:
         durable: bool = True,
         expires_in: checks.Duration | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
+        ordering_keys: Sequence[str | None] | None = None,
     ) -> list[UUID]:
         """Enqueues many messages in one statement; their ids, in the order of ``payloads``.
-        ``expires_in`` and ``headers`` apply to each."""
+        ``expires_in`` and ``headers`` apply to each. ``ordering_key`` orders the whole batch
+        under one key; ``ordering_keys`` gives each payload its own (or None)."""
         suffix = calls.commit_suffix(durable, conn is not None)
         count = len(payloads) if isinstance(payloads, Sequence) else 0
+        keys = calls.batch_ordering_keys(ordering_key, ordering_keys, count)
         with tracing.pushing(topic, headers, count=count) as headers:
-            call = calls.push_many(topic, payloads, delay, priority, suffix, expires_in, headers)
+            call = calls.push_many(
+                topic, payloads, delay, priority, suffix, expires_in, headers, keys
+            )
             return await self._run(call, conn)
 
     async def pop(

@@ -63,7 +63,9 @@ def _rows(rows: Rows) -> Rows:
 
 
 # pushpop.push's defaults for the arguments a plain push leaves out.
-PUSH_DEFAULTS = {"priority": PRIORITY, "dedup_key": None, "max_attempts": MAX_ATTEMPTS}
+PUSH_DEFAULTS = {
+    "priority": PRIORITY, "dedup_key": None, "max_attempts": MAX_ATTEMPTS, "ordering_key": None,
+}  # fmt: skip
 
 
 # Added to a push's select list: its transaction, which the client commits, then returns
@@ -92,7 +94,10 @@ def push(
     """Enqueue one built message (``pushpop.push``); ``suffix`` from :func:`commit_suffix`."""
     wait = checks.duration(delay, "delay")
     expiry = checks.optional_duration(expires_in, "expires_in")
-    rest = {"priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts}
+    rest = {
+        "priority": msg.priority, "dedup_key": msg.dedup_key, "max_attempts": msg.max_attempts,
+        "ordering_key": msg.ordering_key,
+    }  # fmt: skip
     if not wait and rest == PUSH_DEFAULTS and expiry is None and not msg.headers:
         # The usual push leaves the defaults to the server: four parameters fewer to adapt
         # and send are about a tenth of the client's work for a push.
@@ -109,7 +114,7 @@ def push(
     return Call(
         "SELECT pushpop.push(%(topic)s, %(payload)s, %(delay)s::interval, %(priority)s::integer,"
         " %(id)s::uuid, %(dedup_key)s::text, %(max_attempts)s::integer,"
-        " %(expires_in)s::interval, %(headers)s::jsonb)" + suffix,
+        " %(expires_in)s::interval, %(headers)s::jsonb, %(ordering_key)s::text)" + suffix,
         params,
         _scalar,
         PRODUCER,
@@ -124,8 +129,10 @@ def push_many(
     suffix: LiteralString = "",
     expires_in: checks.Duration | None = None,
     headers: dict[str, str] | None = None,
+    ordering_keys: Sequence[str | None] | None = None,
 ) -> Call[list[UUID]]:
-    """Enqueue many payloads in one statement (``pushpop.push_many``); ``suffix`` as in push."""
+    """Enqueue many payloads in one statement (``pushpop.push_many``); ``suffix`` as in push.
+    ``ordering_keys``: one key (or None) per payload."""
     if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not isinstance(
         payloads, Sequence
     ):
@@ -139,14 +146,25 @@ def push_many(
         "priority": checks.integer(priority, "priority", low=-checks.INT4_MAX - 1),
         "expires_in": checks.optional_duration(expires_in, "expires_in"),
         "headers": Jsonb(checks.headers(headers)) if headers else None,
+        "ordering_keys": checks.ordering_keys(ordering_keys, len(payloads)),
     }
     return Call(
         "SELECT pushpop.push_many(%(topic)s, %(payloads)s::bytea[], %(delay)s::interval,"
-        " %(priority)s::integer, %(expires_in)s::interval, %(headers)s::jsonb)" + suffix,
+        " %(priority)s::integer, %(expires_in)s::interval, %(headers)s::jsonb,"
+        " %(ordering_keys)s::text[])" + suffix,
         params,
         _column,
         PRODUCER,
     )
+
+
+def batch_ordering_keys(
+    one: str | None, each: Sequence[str | None] | None, count: int
+) -> Sequence[str | None] | None:
+    """push_many's keys: one for the whole batch, or one per payload, not both."""
+    if one is not None and each is not None:
+        raise InvalidArgument("give ordering_key (one for the batch) or ordering_keys, not both")
+    return [one] * count if one is not None else each
 
 
 def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
@@ -306,8 +324,8 @@ def _topic_stats(rows: Rows) -> list[TopicStats]:
 def stats() -> Call[list[TopicStats]]:
     """Per-topic counts (``pushpop.stats``)."""
     return Call(
-        "SELECT topic, ready, scheduled, pending, completed, discarded, oldest_ready, paused"
-        " FROM pushpop.stats()",
+        "SELECT topic, ready, scheduled, pending, completed, discarded, oldest_ready, paused,"
+        " blocked FROM pushpop.stats()",
         {},
         _topic_stats,
     )
@@ -330,6 +348,7 @@ def new_message_fields(
     max_attempts: int,
     id: UUID | str | None,
     headers: dict[str, str] | None = None,
+    ordering_key: str | None = None,
 ) -> dict[str, Any]:
     """Checks the fields of a message about to be built; exactly one of payload and json."""
     if (payload is None) == (json is _NO_PAYLOAD):
@@ -342,6 +361,7 @@ def new_message_fields(
         "max_attempts": checks.integer(max_attempts, "max_attempts", low=1),
         "id": uuid4() if id is None else checks.message_id(id),
         "headers": {} if headers is None else checks.headers(headers),
+        "ordering_key": checks.ordering_key(ordering_key),
     }
 
 
@@ -439,7 +459,7 @@ SELECT coalesce(s.topic, w.topic), coalesce(s.ready, 0), coalesce(s.scheduled, 0
        coalesce(s.pending, 0), coalesce(s.completed, 0), coalesce(s.discarded, 0),
        coalesce(s.paused, false),
        coalesce(greatest(extract(epoch FROM now() - s.oldest_ready), 0), 0)::float8,
-       coalesce(w.workers, 0)
+       coalesce(w.workers, 0), coalesce(s.blocked, 0)
 FROM s FULL JOIN w USING (topic)
 ORDER BY 1
 """
@@ -447,14 +467,14 @@ ORDER BY 1
 
 def queue_gauges(stale_after: checks.Duration) -> Call[Rows]:
     """Per topic: ready, scheduled, pending, completed, discarded, paused, the oldest ready
-    message's age in seconds, and the workers heartbeating within ``stale_after``."""
+    message's age in seconds, the workers heartbeating within ``stale_after``, and blocked."""
     stale = checks.duration(stale_after, "stale_after", positive=True)
     return Call(QUEUE_GAUGES, {"stale": stale}, _rows)
 
 
 # Operations: pause, browse, redrive, cancel, schedules.
 
-BROWSE_STATES = ("scheduled", "ready", "pending", "completed", "discarded")
+BROWSE_STATES = ("scheduled", "ready", "pending", "blocked", "completed", "discarded")
 BROWSE_LIMIT = 100
 """``pushpop.browse(max_rows)``: messages on one page."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -125,6 +126,31 @@ def optional_text(value: Any, name: str, *, allow_empty: bool = False) -> str | 
         raise InvalidArgument(f"{name} must not be empty (use None for no {name})")
     _plain_text(value, name)
     return value
+
+
+def ordering_key(value: Any, name: str = "ordering_key") -> str | None:
+    """None (no key), or a str of 1 to 255 characters, like a topic."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidType(f"{name} must be a str or None, got {type(value).__name__}")
+    return topic(value, name)
+
+
+def ordering_keys(value: Any, count: int) -> list[str | None] | None:
+    """None, or one key (or None) per payload of a push_many."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidType(
+            f"ordering_keys must be a sequence of str or None, one per payload, got "
+            f"{type(value).__name__}"
+        )
+    if len(value) != count:
+        raise InvalidArgument(
+            f"ordering_keys must be as long as payloads ({count}), got {len(value)}"
+        )
+    return [ordering_key(k, f"ordering_keys[{i}]") for i, k in enumerate(value)]
 
 
 def headers(value: Any) -> dict[str, str]:

@@ -161,6 +161,10 @@ def push_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--dedup-key", help="push nothing while a live message has this key")
     parser.add_argument(
+        "--ordering-key",
+        help="deliver the topic's messages with this key one at a time, in push order",
+    )
+    parser.add_argument(
         "--max-attempts", type=int, default=constants.MAX_ATTEMPTS,
         help=f"deliveries before it is discarded (default {constants.MAX_ATTEMPTS})",
     )  # fmt: skip
@@ -204,6 +208,7 @@ def push(args: argparse.Namespace) -> int:
             args.topic, payload, delay=args.delay, priority=args.priority,
             dedup_key=args.dedup_key, max_attempts=args.max_attempts, id=args.id,
             expires_in=args.expires_in, headers=dict(args.header) or None,
+            ordering_key=args.ordering_key,
         )  # fmt: skip
     print(msg_id)
     return 0

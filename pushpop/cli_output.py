@@ -57,6 +57,7 @@ def message_dict(msg: MessageBase[Any]) -> dict[str, Any]:
         "created_at": _iso(msg.created_at),
         "error": msg.error,
         "dedup_key": msg.dedup_key,
+        "ordering_key": msg.ordering_key,
         "expires_at": _iso(msg.expires_at),
         "headers": msg.headers,
         "payload_encoding": encoding,
@@ -75,10 +76,10 @@ def print_message(msg: MessageBase[Any], as_json: bool) -> None:
     encoding, text = fields.pop("payload_encoding"), fields.pop("payload")
     headers = fields.pop("headers")
     for name, value in fields.items():
-        print(f"{name:<11} {'-' if value is None else value}")
+        print(f"{name:<12} {'-' if value is None else value}")
     for name, value in headers.items():
-        print(f"header      {name}={value}")
-    print(f"payload     ({encoding}, {len(msg.payload)} bytes) {text}")
+        print(f"header       {name}={value}")
+    print(f"payload      ({encoding}, {len(msg.payload)} bytes) {text}")
 
 
 def table(header: list[str], rows: list[list[str]], right: int = 0) -> str:
@@ -99,11 +100,14 @@ def table(header: list[str], rows: list[list[str]], right: int = 0) -> str:
 
 def stats_table(rows: list[TopicStats], now: datetime) -> str:
     """The per-topic counts as a table with aligned columns."""
-    header = ["TOPIC", "READY", "SCHEDULED", "PENDING", "COMPLETED", "DISCARDED", "OLDEST READY"]
+    header = [
+        "TOPIC", "READY", "SCHEDULED", "PENDING", "BLOCKED", "COMPLETED", "DISCARDED",
+        "OLDEST READY",
+    ]  # fmt: skip
     lines = []
     for s in rows:
         age = "-" if s.oldest_ready is None else format_age(now - s.oldest_ready)
-        counts = [s.ready, s.scheduled, s.pending, s.completed, s.discarded]
+        counts = [s.ready, s.scheduled, s.pending, s.blocked, s.completed, s.discarded]
         lines.append([s.topic + (" (paused)" if s.paused else ""), *map(str, counts), age])
     return table(header, lines, right=len(header) - 1)
 

@@ -204,10 +204,12 @@ class Client:
         max_attempts: int = constants.MAX_ATTEMPTS,
         id: UUID | str | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
     ) -> Message:
-        """Builds a message (its id chosen now) without sending it: ``msg.push()`` does."""
+        """Builds a message (its id chosen now) without sending it: ``msg.push()`` does.
+        Messages of a topic with one ``ordering_key`` are delivered one at a time, in push order."""
         fields = calls.new_message_fields(
-            topic, payload, json, priority, dedup_key, max_attempts, id, headers
+            topic, payload, json, priority, dedup_key, max_attempts, id, headers, ordering_key
         )
         return Message(**fields, _client=self)
 
@@ -226,6 +228,7 @@ class Client:
         durable: bool = True,
         expires_in: checks.Duration | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
     ) -> UUID:
         """Enqueues one message and returns its id (see :meth:`Message.push`)."""
         msg = self.new_message(
@@ -237,6 +240,7 @@ class Client:
             max_attempts=max_attempts,
             id=id,
             headers=headers,
+            ordering_key=ordering_key,
         )
         return msg.push(delay, conn, durable=durable, expires_in=expires_in)
 
@@ -251,13 +255,19 @@ class Client:
         durable: bool = True,
         expires_in: checks.Duration | None = None,
         headers: dict[str, str] | None = None,
+        ordering_key: str | None = None,
+        ordering_keys: Sequence[str | None] | None = None,
     ) -> list[UUID]:
         """Enqueues many messages in one statement; their ids, in the order of ``payloads``.
-        ``expires_in`` and ``headers`` apply to each."""
+        ``expires_in`` and ``headers`` apply to each. ``ordering_key`` orders the whole batch
+        under one key; ``ordering_keys`` gives each payload its own (or None)."""
         suffix = calls.commit_suffix(durable, conn is not None)
         count = len(payloads) if isinstance(payloads, Sequence) else 0
+        keys = calls.batch_ordering_keys(ordering_key, ordering_keys, count)
         with tracing.pushing(topic, headers, count=count) as headers:
-            call = calls.push_many(topic, payloads, delay, priority, suffix, expires_in, headers)
+            call = calls.push_many(
+                topic, payloads, delay, priority, suffix, expires_in, headers, keys
+            )
             return self._run(call, conn)
 
     def pop(self, topic: str, *, lease: checks.Duration = constants.LEASE) -> Message | None:

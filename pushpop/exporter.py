@@ -25,7 +25,7 @@ log = logging.getLogger("pushpop.exporter")
 
 CACHE_SECONDS = 5.0
 PORT = 9187
-STATES = ("ready", "scheduled", "pending", "completed", "discarded")
+STATES = ("ready", "scheduled", "pending", "completed", "discarded", "blocked")
 
 
 class QueueCollector:
@@ -90,8 +90,8 @@ class QueueCollector:
         workers = gauge(
             "pushpop_queue_workers", "Live workers consuming the topic.", labels=["topic"]
         )
-        for topic, *counts, is_paused, oldest, live in rows:
-            for state, count in zip(STATES, counts, strict=True):
+        for topic, *counts, is_paused, oldest, live, blocked in rows:
+            for state, count in zip(STATES, [*counts, blocked], strict=True):
                 messages.add_metric([topic, state], count)
             paused.add_metric([topic], 1 if is_paused else 0)
             age.add_metric([topic], oldest)

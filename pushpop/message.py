@@ -15,7 +15,7 @@ C = TypeVar("C")
 # The columns of pushpop.message, in the order the calls select them.
 COLUMNS = (
     "id, topic, state, state_time, payload, priority, attempts, max_attempts, "
-    "lease, lease_until, created_at, error, dedup_key, headers, expires_at"
+    "lease, lease_until, created_at, error, dedup_key, headers, expires_at, ordering_key"
 )
 
 
@@ -26,7 +26,8 @@ class MessageBase(Generic[C]):
     ``state`` is None until the message is pushed, popped or found. A pending message has a
     ``lease`` (the token its acknowledgements show) and a ``lease_until`` (its deadline).
     ``headers`` are string pairs that travel with it; ``expires_at``, when set, is the deadline
-    after which it is never delivered.
+    after which it is never delivered. Messages of a topic with one ``ordering_key`` are
+    delivered one at a time, in push order (state ``blocked`` while one before them is live).
     """
 
     topic: str
@@ -44,19 +45,21 @@ class MessageBase(Generic[C]):
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     expires_at: datetime | None = None
+    ordering_key: str | None = None
     _client: C = field(kw_only=True, compare=False)
 
     @classmethod
     def from_row(cls, client: C, row: tuple[Any, ...]) -> Self:
         """Builds a message from a row of ``COLUMNS``."""
         (id_, topic, state, state_time, payload, priority, attempts, max_attempts,
-         lease, lease_until, created_at, error, dedup_key, headers, expires_at) = row  # fmt: skip
+         lease, lease_until, created_at, error, dedup_key, headers, expires_at,
+         ordering_key) = row  # fmt: skip
         return cls(
             topic=topic, payload=bytes(payload), id=id_, priority=priority,
             max_attempts=max_attempts, dedup_key=dedup_key, state=state,
             state_time=state_time, attempts=attempts, lease=lease, lease_until=lease_until,
             created_at=created_at, error=error, headers=headers or {}, expires_at=expires_at,
-            _client=client,
+            ordering_key=ordering_key, _client=client,
         )  # fmt: skip
 
     def json(self) -> Any:
@@ -82,6 +85,7 @@ class TopicStats:
     discarded: int
     oldest_ready: datetime | None
     paused: bool = False
+    blocked: int = 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 6) AS p
 \ir migrations/0006_fanout.sql
 \endif
 
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 7) AS pending \gset
+\if :pending
+\ir migrations/0007_ordering_keys.sql
+\endif
+
 \ir functions/10_basics.sql
 \ir functions/15_subscriptions.sql
 \ir functions/20_push.sql

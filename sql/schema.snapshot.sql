@@ -55,20 +55,24 @@ CREATE TABLE pushpop.messages (
     expires_at timestamp with time zone,
     headers jsonb,
     fanout_of uuid,
+    ordering_key text,
     CONSTRAINT messages_pkey PRIMARY KEY (id)
 ) WITH (fillfactor=80, autovacuum_vacuum_scale_factor=0.01, autovacuum_vacuum_insert_scale_factor=0.01, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0);
-CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup_key) WHERE ((dedup_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text])));
+CREATE INDEX messages_blocked ON pushpop.messages USING btree (topic, ordering_key, seq) WHERE (state = 'blocked'::text);
+CREATE UNIQUE INDEX messages_dedup ON pushpop.messages USING btree (topic, dedup_key) WHERE ((dedup_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text, 'blocked'::text])));
 CREATE INDEX messages_expiring ON pushpop.messages USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text])));
 CREATE UNIQUE INDEX messages_fanout ON pushpop.messages USING btree (fanout_of, topic) WHERE (fanout_of IS NOT NULL);
 CREATE INDEX messages_finished ON pushpop.messages USING btree (state_time) INCLUDE (topic, state) WHERE (state = ANY (ARRAY['completed'::text, 'discarded'::text]));
+CREATE UNIQUE INDEX messages_key_head ON pushpop.messages USING btree (topic, ordering_key) WHERE ((ordering_key IS NOT NULL) AND (state = ANY (ARRAY['scheduled'::text, 'ready'::text, 'pending'::text])));
 CREATE INDEX messages_pending ON pushpop.messages USING btree (state_time) WHERE (state = 'pending'::text);
 CREATE INDEX messages_ready ON pushpop.messages USING btree (topic, priority DESC, state_time, seq) WHERE (state = 'ready'::text);
 CREATE INDEX messages_scheduled ON pushpop.messages USING btree (topic, state_time) WHERE (state = 'scheduled'::text);
-COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, completed or discarded; lease and lease_until are set while the message is pending, and lease only then; topic has 1 to 255 characters; max_attempts is at least 1. state_time is when the message was pushed, retried or finished, when it is due if scheduled, and when it was popped if pending.';
+COMMENT ON TABLE pushpop.messages IS 'Every message, whatever its state. Private: use the pushpop.* functions, which keep its rules: state is scheduled, ready, pending, blocked, completed or discarded; lease and lease_until are set while the message is pending, and lease only then; topic has 1 to 255 characters; max_attempts is at least 1; of the messages of one topic and ordering_key at most one is scheduled, ready or pending, and blocked ones exist only behind it. state_time is when the message was pushed, retried or finished, when it is due if scheduled or blocked, and when it was popped if pending.';
 COMMENT ON COLUMN pushpop.messages.lease_until IS 'When the latest lease runs out; requeue_expired looks at it while the message is pending.';
 COMMENT ON COLUMN pushpop.messages.expires_at IS 'The deadline after which the message is never delivered: push''s expires_in from the push.';
 COMMENT ON COLUMN pushpop.messages.headers IS 'The message''s headers: a JSON object of string values, or NULL for none.';
 COMMENT ON COLUMN pushpop.messages.fanout_of IS 'For a copy made by fan-out: the id the push returned, shared by all of its copies.';
+COMMENT ON COLUMN pushpop.messages.ordering_key IS 'Messages of one topic with the same ordering_key are delivered one at a time, in push order.';
 
 -- Type pushpop.message
 
@@ -87,9 +91,10 @@ CREATE TYPE pushpop.message AS (
     dedup_key text,
     lease_until timestamp with time zone,
     headers jsonb,
-    expires_at timestamp with time zone
+    expires_at timestamp with time zone,
+    ordering_key text
 );
-COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state is ready (scheduled ones show as ready), pending, completed or discarded; state_time is when it may be popped (ready), when it was popped (pending) or when it finished; lease and lease_until, the lease token and its deadline, are set while it is pending; headers is a JSON object of strings or NULL; expires_at is the deadline after which it is never delivered, or NULL.';
+COMMENT ON TYPE pushpop.message IS 'A message as the functions return it. state is ready (scheduled ones show as ready), pending, blocked (waiting for an earlier message of its ordering_key to finish), completed or discarded; state_time is when it may be popped (ready, blocked), when it was popped (pending) or when it finished; lease and lease_until, the lease token and its deadline, are set while it is pending; headers is a JSON object of strings or NULL; expires_at is the deadline after which it is never delivered, or NULL; ordering_key is its key, or NULL.';
 
 -- Table pushpop.waiting
 
@@ -209,6 +214,23 @@ BEGIN
     END IF;
 END $function$;
 COMMENT ON FUNCTION pushpop.require_topic(text) IS 'Raises invalid_parameter_value (22023) unless topic is 1 to 255 characters.';
+
+-- Routine pushpop.require_ordering_key(text)
+
+CREATE OR REPLACE FUNCTION pushpop.require_ordering_key(ordering_key text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF length(ordering_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'pushpop: ordering_key must be 1 to 255 characters (or NULL for none), got % characters',
+            length(ordering_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $function$;
+COMMENT ON FUNCTION pushpop.require_ordering_key(text) IS 'Raises invalid_parameter_value (22023) unless ordering_key is NULL (no key) or 1 to 255 characters.';
 
 -- Routine pushpop.define_setting(text,text,text)
 
@@ -551,9 +573,69 @@ BEGIN
 END $function$;
 COMMENT ON FUNCTION pushpop.require_headers(jsonb) IS 'Raises invalid_parameter_value (22023) unless headers is a JSON object of string values, and program_limit_exceeded (54000) when its text is longer than pushpop.max_header_bytes().';
 
--- Routine pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb)
+-- Routine pushpop.enqueue(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text,uuid)
 
-CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, id uuid DEFAULT NULL::uuid, dedup_key text DEFAULT NULL::text, max_attempts integer DEFAULT 25, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb)
+CREATE OR REPLACE FUNCTION pushpop.enqueue(topic text, payload bytea, delay interval, priority integer, id uuid, dedup_key text, max_attempts integer, expires_in interval, headers jsonb, ordering_key text, fanout_of uuid)
+ RETURNS uuid
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    first_state text := CASE WHEN enqueue.delay > interval '0' THEN 'scheduled' ELSE 'ready' END;
+    got         uuid;
+    taken_by    text;
+BEGIN
+    LOOP
+        IF enqueue.ordering_key IS NOT NULL THEN
+            PERFORM FROM pushpop.messages AS h
+            WHERE h.topic = enqueue.topic AND h.ordering_key = enqueue.ordering_key
+              AND h.state IN ('scheduled', 'ready', 'pending')
+            FOR SHARE;
+            first_state := CASE WHEN FOUND THEN 'blocked'
+                                WHEN enqueue.delay > interval '0' THEN 'scheduled'
+                                ELSE 'ready' END;
+        END IF;
+        INSERT INTO pushpop.messages AS m
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+             expires_at, headers, ordering_key, fanout_of)
+        VALUES (enqueue.id, enqueue.topic, first_state, now() + enqueue.delay, enqueue.priority,
+                enqueue.max_attempts, enqueue.dedup_key, enqueue.payload,
+                now() + enqueue.expires_in, enqueue.headers, enqueue.ordering_key,
+                enqueue.fanout_of)
+        ON CONFLICT DO NOTHING
+        RETURNING m.id INTO got;
+        IF got IS NOT NULL THEN
+            IF first_state = 'ready'
+               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = enqueue.topic) THEN
+                PERFORM pushpop.wake(ARRAY[enqueue.topic]);
+            END IF;
+            RETURN got;
+        END IF;
+        -- Nothing inserted: this id exists already, a live message holds the dedup_key, or
+        -- another push of the key became its head in between.
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = enqueue.id;
+        IF taken_by IS DISTINCT FROM enqueue.topic AND got IS NOT NULL THEN
+            -- Idempotency is per topic: a message of another topic is no copy of this one.
+            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
+                                                  enqueue.id));
+        END IF;
+        IF got IS NULL AND enqueue.dedup_key IS NOT NULL THEN
+            SELECT m.id INTO got FROM pushpop.messages AS m
+            WHERE m.topic = enqueue.topic AND m.dedup_key = enqueue.dedup_key
+              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked');
+        END IF;
+        IF got IS NOT NULL THEN
+            RETURN got;
+        END IF;
+        -- The conflicting message finished, or became the key's head, in between: again.
+    END LOOP;
+END $function$;
+COMMENT ON FUNCTION pushpop.enqueue(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text,uuid) IS 'Internal to push and push_many, which check the arguments: inserts one message (blocked behind a live message of its ordering_key), or returns the id of the message that holds its id or dedup_key.';
+
+-- Routine pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text)
+
+CREATE OR REPLACE FUNCTION pushpop.push(topic text, payload bytea, delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, id uuid DEFAULT NULL::uuid, dedup_key text DEFAULT NULL::text, max_attempts integer DEFAULT 25, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb, ordering_key text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -568,13 +650,15 @@ BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
                     AND push.max_attempts >= 1
-                    AND (push.dedup_key IS NULL OR octet_length(push.dedup_key) BETWEEN 1 AND 1024),
+                    AND (push.dedup_key IS NULL OR octet_length(push.dedup_key) BETWEEN 1 AND 1024)
+                    AND (push.ordering_key IS NULL OR length(push.ordering_key) BETWEEN 1 AND 255),
                     false) THEN
         PERFORM pushpop.require_topic(push.topic);
         PERFORM pushpop.require(push.payload IS NOT NULL, 'payload must not be NULL');
         PERFORM pushpop.require(push.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(push.priority IS NOT NULL, 'priority must not be NULL');
         PERFORM pushpop.require(push.max_attempts >= 1, 'max_attempts must be at least 1');
+        PERFORM pushpop.require_ordering_key(push.ordering_key);
         PERFORM pushpop.require(push.dedup_key <> '', 'dedup_key must not be empty');
         -- The unique index on (topic, dedup_key) cannot hold longer keys.
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
@@ -599,80 +683,76 @@ BEGIN
     IF pushpop.subscriptions_in_use() THEN
         subscribers := pushpop.subscribers_of(push.topic);
     END IF;
-    IF subscribers IS NOT NULL THEN
-        -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds
-        -- the id this push returns. The unique index on (fanout_of, topic) makes a retried push
-        -- add no copy, and the one on (topic, dedup_key) skips a subscriber topic that holds
-        -- the dedup_key live.
-        IF push.id IS NOT NULL THEN
-            -- A retried push: its copies exist (even if the subscriptions changed since).
-            IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
-                RETURN new_id;
+    IF subscribers IS NULL THEN
+        IF push.ordering_key IS NULL THEN
+            -- The common case, inline: one insert. enqueue sorts out a conflict.
+            INSERT INTO pushpop.messages AS m
+                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                 expires_at, headers)
+            VALUES (new_id, push.topic,
+                    CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                    now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+                    push.payload, now() + push.expires_in, push.headers)
+            ON CONFLICT DO NOTHING
+            RETURNING m.id INTO got;
+            IF got IS NOT NULL THEN
+                IF push.delay = interval '0'
+                   AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
+                    PERFORM pushpop.wake(ARRAY[push.topic]);
+                END IF;
+                RETURN got;
             END IF;
-            SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
-            IF taken_by = push.topic THEN
-                RETURN new_id;  -- pushed before the topic had subscribers
-            END IF;
-            PERFORM pushpop.require(taken_by IS NULL,
-                                    format('id %s is taken by a message of another topic', new_id));
         END IF;
-        INSERT INTO pushpop.messages
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
-             expires_at, headers, fanout_of)
-        SELECT gen_random_uuid(), s.subscriber,
-               CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-               now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
-               push.payload, now() + push.expires_in, push.headers, new_id
-        FROM unnest(subscribers) AS s(subscriber)
-        ON CONFLICT DO NOTHING;
-        IF push.delay = interval '0'
-           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
-            PERFORM pushpop.wake(subscribers);
+        RETURN pushpop.enqueue(push.topic, push.payload, push.delay, push.priority, new_id,
+                               push.dedup_key, push.max_attempts, push.expires_in, push.headers,
+                               push.ordering_key, NULL);
+    END IF;
+    -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds the
+    -- id this push returns. The unique index on (fanout_of, topic) makes a retried push add no
+    -- copy, and the one on (topic, dedup_key) skips a subscriber topic that holds the
+    -- dedup_key live.
+    IF push.id IS NOT NULL THEN
+        -- A retried push: its copies exist (even if the subscriptions changed since).
+        IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
+            RETURN new_id;
         END IF;
+        SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+        IF taken_by = push.topic THEN
+            RETURN new_id;  -- pushed before the topic had subscribers
+        END IF;
+        PERFORM pushpop.require(taken_by IS NULL,
+                                format('id %s is taken by a message of another topic', new_id));
+    END IF;
+    IF push.ordering_key IS NOT NULL THEN
+        -- Each subscriber topic orders the key on its own.
+        PERFORM pushpop.enqueue(s.subscriber, push.payload, push.delay, push.priority,
+                                gen_random_uuid(), push.dedup_key, push.max_attempts,
+                                push.expires_in, push.headers, push.ordering_key, new_id)
+        FROM unnest(subscribers) AS s(subscriber) ORDER BY s.subscriber;
         RETURN new_id;
     END IF;
-    LOOP
-        INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
-             expires_at, headers)
-        VALUES (new_id, push.topic,
-                CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload,
-                now() + push.expires_in, push.headers)
-        ON CONFLICT DO NOTHING
-        RETURNING m.id INTO got;
-        IF got IS NOT NULL THEN
-            IF push.delay = interval '0'
-               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
-                PERFORM pushpop.wake(ARRAY[push.topic]);
-            END IF;
-            RETURN got;
-        END IF;
-        -- Nothing inserted: this id exists already, or a live message holds the dedup_key.
-        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
-        IF taken_by IS DISTINCT FROM push.topic AND got IS NOT NULL THEN
-            -- Idempotency is per topic: a message of another topic is no copy of this one.
-            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
-                                                  new_id));
-        END IF;
-        IF got IS NULL THEN
-            SELECT m.id INTO got FROM pushpop.messages AS m
-            WHERE m.topic = push.topic AND m.dedup_key = push.dedup_key
-              AND m.state IN ('scheduled', 'ready', 'pending');
-        END IF;
-        IF got IS NOT NULL THEN
-            RETURN got;
-        END IF;
-        -- The conflicting message finished in between: try the insert again.
-    END LOOP;
+    INSERT INTO pushpop.messages
+        (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+         expires_at, headers, fanout_of)
+    SELECT gen_random_uuid(), s.subscriber,
+           CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+           now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+           push.payload, now() + push.expires_in, push.headers, new_id
+    FROM unnest(subscribers) AS s(subscriber)
+    ON CONFLICT DO NOTHING;
+    IF push.delay = interval '0'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
+        PERFORM pushpop.wake(subscribers);
+    END IF;
+    RETURN new_id;
 END $function$;
-COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or pending message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is never delivered once that long has passed since the push (delay included); headers is a JSON object of strings (pushpop.require_headers). A topic with subscribers (pushpop.subscribe) gets no message itself: each subscriber topic gets a copy with an id of its own, find(returned id) lists them, and a retried push with the same id adds none.';
-GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb) TO pushpop_producer;
+COMMENT ON FUNCTION pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text) IS 'Enqueues one message and returns its id; it may be popped after delay. An id that a message of this topic has already (until cleanup deletes it), or a dedup_key held by a live (scheduled, ready, pending or blocked) message of the topic, inserts nothing and returns the existing id; an id taken in another topic raises invalid_parameter_value (22023). A payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is never delivered once that long has passed since the push (delay included); headers is a JSON object of strings (pushpop.require_headers). Messages of the topic with the same ordering_key (1 to 255 characters) are delivered one at a time in push order: each waits, blocked, until the one before it is completed or discarded. A topic with subscribers (pushpop.subscribe) gets no message itself: each subscriber topic gets a copy with an id of its own, find(returned id) lists them, and a retried push with the same id adds none.';
+GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.push(text,bytea,interval,integer,uuid,text,integer,interval,jsonb,text) TO pushpop_producer;
 
--- Routine pushpop.push_many(text,bytea[],interval,integer,interval,jsonb)
+-- Routine pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[])
 
-CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb)
+CREATE OR REPLACE FUNCTION pushpop.push_many(topic text, payloads bytea[], delay interval DEFAULT '00:00:00'::interval, priority integer DEFAULT 0, expires_in interval DEFAULT NULL::interval, headers jsonb DEFAULT NULL::jsonb, ordering_keys text[] DEFAULT NULL::text[])
  RETURNS SETOF uuid
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -681,6 +761,7 @@ AS $function$
 DECLARE
     too_big     record;
     subscribers text[];
+    new_id      uuid;
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -703,6 +784,16 @@ BEGIN
             PERFORM pushpop.require_headers(push_many.headers);
         END IF;
     END IF;
+    IF push_many.ordering_keys IS NOT NULL THEN
+        PERFORM pushpop.require(coalesce(array_ndims(push_many.ordering_keys), 1) = 1
+                                AND cardinality(push_many.ordering_keys)
+                                    = cardinality(push_many.payloads),
+                                format('ordering_keys must be a one-dimensional array as long as '
+                                       'payloads (%s), got %s', cardinality(push_many.payloads),
+                                       cardinality(push_many.ordering_keys)));
+        PERFORM pushpop.require_ordering_key(k) FROM unnest(push_many.ordering_keys) AS k
+        WHERE k IS NOT NULL;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
@@ -718,6 +809,27 @@ BEGIN
     END IF;
     IF pushpop.subscriptions_in_use() THEN
         subscribers := pushpop.subscribers_of(push_many.topic);
+    END IF;
+    IF cardinality(array_remove(push_many.ordering_keys, NULL)) > 0 THEN
+        -- Keyed messages one at a time, in input order: each may be blocked behind the last.
+        FOR n IN 1 .. cardinality(push_many.payloads) LOOP
+            new_id := gen_random_uuid();
+            IF subscribers IS NULL THEN
+                -- 25: the max_attempts push_many gives every message (the table's default).
+                RETURN NEXT pushpop.enqueue(push_many.topic, push_many.payloads[n], push_many.delay,
+                                            push_many.priority, new_id, NULL, 25,
+                                            push_many.expires_in, push_many.headers,
+                                            push_many.ordering_keys[n], NULL);
+            ELSE
+                PERFORM pushpop.enqueue(s.subscriber, push_many.payloads[n], push_many.delay,
+                                        push_many.priority, gen_random_uuid(), NULL, 25,
+                                        push_many.expires_in, push_many.headers,
+                                        push_many.ordering_keys[n], new_id)
+                FROM unnest(subscribers) AS s(subscriber) ORDER BY s.subscriber;
+                RETURN NEXT new_id;
+            END IF;
+        END LOOP;
+        RETURN;
     END IF;
     IF subscribers IS NOT NULL THEN
         -- Fan-out, as in push: the ids returned are those the copies of each payload share.
@@ -761,9 +873,9 @@ BEGIN
         PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $function$;
-COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) IS 'Enqueues one message per payload in a single statement and returns their ids in input order; expires_in and headers, as in push, apply to each. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none. A topic with subscribers fans out as in push: each returned id names the copies of its payload.';
-GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_admin;
-GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb) TO pushpop_producer;
+COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[]) IS 'Enqueues one message per payload in a single statement and returns their ids in input order; expires_in and headers, as in push, apply to each. ordering_keys, if given, holds one key per payload (NULL for none), each ordered as push''s ordering_key; a batch with one key is delivered in input order. Any payload above pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none. A topic with subscribers fans out as in push: each returned id names the copies of its payload.';
+GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[]) TO pushpop_admin;
+GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[]) TO pushpop_producer;
 
 -- Routine pushpop.pop(text,interval,integer)
 
@@ -819,7 +931,7 @@ BEGIN
                       FOR UPDATE SKIP LOCKED)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
-                  m.headers, m.expires_at;
+                  m.headers, m.expires_at, m.ordering_key;
         RETURN;
     END IF;
 
@@ -838,17 +950,91 @@ BEGIN
         WHERE m.id = ANY (picked)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
-                  m.headers, m.expires_at
+                  m.headers, m.expires_at, m.ordering_key
     )
     SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
            t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
-           t.headers, t.expires_at
+           t.headers, t.expires_at, t.ordering_key
     FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
     ORDER BY p.n;
 END $function$;
-COMMENT ON FUNCTION pushpop.pop(text,interval,integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline (lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready, when the topic is paused, or for a message past its expiry.';
+COMMENT ON FUNCTION pushpop.pop(text,interval,integer) IS 'Takes up to max_messages ready messages of the topic (highest priority, then oldest, then push order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline (lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same message. No rows when nothing is ready, when the topic is paused, or for a message past its expiry. A message blocked behind an earlier one of its ordering_key is not ready: at most one message of a key is ever pending.';
 GRANT EXECUTE ON ROUTINE pushpop.pop(text,interval,integer) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.pop(text,interval,integer) TO pushpop_consumer;
+
+-- Routine pushpop.unblock(text[],text[])
+
+CREATE OR REPLACE FUNCTION pushpop.unblock(topics text[], ordering_keys text[])
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    found_ integer;
+    moved  integer;
+    woken  text[];
+BEGIN
+    LOOP
+        WITH freed AS (
+            SELECT DISTINCT f.topic, f.ordering_key
+            FROM unnest(unblock.topics, unblock.ordering_keys) AS f(topic, ordering_key)
+            WHERE f.ordering_key IS NOT NULL
+              AND NOT EXISTS (SELECT FROM pushpop.messages AS h
+                              WHERE h.topic = f.topic AND h.ordering_key = f.ordering_key
+                                AND h.state IN ('scheduled', 'ready', 'pending'))
+        ), next AS MATERIALIZED (
+            SELECT n.id FROM freed AS f
+            CROSS JOIN LATERAL (SELECT b.id FROM pushpop.messages AS b
+                                WHERE b.state = 'blocked' AND b.topic = f.topic
+                                  AND b.ordering_key = f.ordering_key
+                                ORDER BY b.seq LIMIT 1) AS n
+        ), moved_rows AS (
+            UPDATE pushpop.messages AS m
+            SET state = CASE WHEN m.state_time > now() THEN 'scheduled' ELSE 'ready' END
+            FROM next WHERE m.id = next.id AND m.state = 'blocked'
+            RETURNING m.topic, m.state
+        )
+        SELECT (SELECT count(*) FROM next), count(*),
+               array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
+        INTO found_, moved, woken FROM moved_rows AS r;
+        IF woken IS NOT NULL
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (woken)) THEN
+            PERFORM pushpop.wake(woken);
+        END IF;
+        EXIT WHEN moved = found_;
+    END LOOP;
+END $function$;
+COMMENT ON FUNCTION pushpop.unblock(text[],text[]) IS 'Internal: for each (topics[i], ordering_keys[i]) that has no scheduled, ready or pending message, makes the oldest blocked message of that key ready (or scheduled, if not yet due).';
+
+-- Routine pushpop.unblock_next(text,text)
+
+CREATE OR REPLACE FUNCTION pushpop.unblock_next(topic text, ordering_key text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    next_state text;
+BEGIN
+    UPDATE pushpop.messages AS m
+    SET state = CASE WHEN m.state_time > now() THEN 'scheduled' ELSE 'ready' END
+    WHERE m.id = (SELECT b.id FROM pushpop.messages AS b
+                  WHERE b.state = 'blocked' AND b.topic = unblock_next.topic
+                    AND b.ordering_key = unblock_next.ordering_key
+                  ORDER BY b.seq LIMIT 1)
+      AND m.state = 'blocked'
+    RETURNING m.state INTO next_state;
+    IF next_state = 'ready' THEN
+        IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = unblock_next.topic) THEN
+            PERFORM pushpop.wake(ARRAY[unblock_next.topic]);
+        END IF;
+    ELSIF next_state IS NULL THEN
+        PERFORM pushpop.unblock(ARRAY[unblock_next.topic], ARRAY[unblock_next.ordering_key]);
+    END IF;
+END $function$;
+COMMENT ON FUNCTION pushpop.unblock_next(text,text) IS 'Internal: after its caller finished the live message of (topic, ordering_key), makes the oldest blocked message of that key ready (or scheduled, if not yet due).';
 
 -- Routine pushpop.complete(uuid,uuid)
 
@@ -858,13 +1044,20 @@ CREATE OR REPLACE FUNCTION pushpop.complete(id uuid, lease uuid)
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    done_topic text;
+    done_key   text;
 BEGIN
     UPDATE pushpop.messages AS m
     SET state = 'completed', state_time = now(), lease = NULL
-    WHERE m.id = complete.id AND m.lease = complete.lease;
-    RETURN FOUND;
+    WHERE m.id = complete.id AND m.lease = complete.lease
+    RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
+    IF done_key IS NOT NULL THEN
+        PERFORM pushpop.unblock_next(done_topic, done_key);
+    END IF;
+    RETURN done_topic IS NOT NULL;
 END $function$;
-COMMENT ON FUNCTION pushpop.complete(uuid,uuid) IS 'Marks a pending message completed. Fenced: false, and nothing changes, unless the message is pending under this lease.';
+COMMENT ON FUNCTION pushpop.complete(uuid,uuid) IS 'Marks a pending message completed (the next message of its ordering_key, if any, becomes ready). Fenced: false, and nothing changes, unless the message is pending under this lease.';
 GRANT EXECUTE ON ROUTINE pushpop.complete(uuid,uuid) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.complete(uuid,uuid) TO pushpop_consumer;
 
@@ -877,7 +1070,9 @@ CREATE OR REPLACE FUNCTION pushpop.complete_many(ids uuid[], leases uuid[])
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    done boolean[];
+    done        boolean[];
+    done_topics text[];
+    done_keys   text[];
 BEGIN
     IF NOT coalesce(cardinality(complete_many.ids) = cardinality(complete_many.leases), false) THEN
         PERFORM pushpop.require(complete_many.ids IS NOT NULL, 'ids must not be NULL');
@@ -890,12 +1085,17 @@ BEGIN
         SET state = 'completed', state_time = now(), lease = NULL
         FROM unnest(complete_many.ids, complete_many.leases) WITH ORDINALITY AS d(id, lease, n)
         WHERE m.id = d.id AND m.lease = d.lease
-        RETURNING d.n
+        RETURNING d.n, m.topic, m.ordering_key
     )
-    SELECT coalesce(array_agg(c.n IS NOT NULL ORDER BY i.n), '{}')
-    INTO done
+    SELECT coalesce(array_agg(c.n IS NOT NULL ORDER BY i.n), '{}'),
+           array_agg(c.topic) FILTER (WHERE c.ordering_key IS NOT NULL),
+           array_agg(c.ordering_key) FILTER (WHERE c.ordering_key IS NOT NULL)
+    INTO done, done_topics, done_keys
     FROM generate_series(1, cardinality(complete_many.ids)) AS i(n)
     LEFT JOIN completed AS c ON c.n = i.n;
+    IF done_keys IS NOT NULL THEN
+        PERFORM pushpop.unblock(done_topics, done_keys);
+    END IF;
     RETURN done;
 END $function$;
 COMMENT ON FUNCTION pushpop.complete_many(uuid[],uuid[]) IS 'Completes many pending messages in one statement: ids[i] under leases[i], each fenced like complete. Returns one boolean per input, in input order: true where that delivery was completed.';
@@ -910,14 +1110,21 @@ CREATE OR REPLACE FUNCTION pushpop.discard(id uuid, lease uuid, reason text DEFA
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    done_topic text;
+    done_key   text;
 BEGIN
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), lease = NULL,
         error = coalesce(discard.reason, m.error)
-    WHERE m.id = discard.id AND m.lease = discard.lease;
-    RETURN FOUND;
+    WHERE m.id = discard.id AND m.lease = discard.lease
+    RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
+    IF done_key IS NOT NULL THEN
+        PERFORM pushpop.unblock_next(done_topic, done_key);
+    END IF;
+    RETURN done_topic IS NOT NULL;
 END $function$;
-COMMENT ON FUNCTION pushpop.discard(uuid,uuid,text) IS 'Marks a pending message discarded (it will not be delivered again), keeping reason in error. Fenced: false unless the message is pending under this lease.';
+COMMENT ON FUNCTION pushpop.discard(uuid,uuid,text) IS 'Marks a pending message discarded (it will not be delivered again), keeping reason in error; the next message of its ordering_key, if any, becomes ready. Fenced: false unless the message is pending under this lease.';
 GRANT EXECUTE ON ROUTINE pushpop.discard(uuid,uuid,text) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.discard(uuid,uuid,text) TO pushpop_consumer;
 
@@ -950,7 +1157,7 @@ BEGIN
     END IF;
     RETURN true;
 END $function$;
-COMMENT ON FUNCTION pushpop.defer(uuid,uuid,interval,text) IS 'Returns a pending message to the queue, to be popped again after delay, keeping reason in error. Fenced: false unless the message is pending under this lease.';
+COMMENT ON FUNCTION pushpop.defer(uuid,uuid,interval,text) IS 'Returns a pending message to the queue, to be popped again after delay, keeping reason in error. A message with an ordering_key keeps its key blocked until it is completed or discarded. Fenced: false unless the message is pending under this lease.';
 GRANT EXECUTE ON ROUTINE pushpop.defer(uuid,uuid,interval,text) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.defer(uuid,uuid,interval,text) TO pushpop_consumer;
 
@@ -987,7 +1194,8 @@ AS $function$
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
+           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+           m.ordering_key
     FROM pushpop.messages AS m
     WHERE (m.id = find.id OR m.fanout_of = find.id)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
@@ -1000,39 +1208,44 @@ GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_consumer;
 -- Routine pushpop.stats()
 
 CREATE OR REPLACE FUNCTION pushpop.stats()
- RETURNS TABLE(topic text, ready bigint, scheduled bigint, pending bigint, completed bigint, discarded bigint, oldest_ready timestamp with time zone, paused boolean)
+ RETURNS TABLE(topic text, ready bigint, scheduled bigint, pending bigint, completed bigint, discarded bigint, oldest_ready timestamp with time zone, paused boolean, blocked bigint)
  LANGUAGE sql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
     WITH counts AS (
         SELECT r.topic, count(*) AS ready, 0::bigint AS scheduled, 0::bigint AS pending,
-               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready
+               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready,
+               0::bigint AS blocked
         FROM pushpop.messages AS r WHERE r.state = 'ready' GROUP BY r.topic
         UNION ALL
         SELECT s.topic, count(*) FILTER (WHERE s.state_time <= now()),
                count(*) FILTER (WHERE s.state_time > now()), 0, 0, 0,
-               min(s.state_time) FILTER (WHERE s.state_time <= now())
+               min(s.state_time) FILTER (WHERE s.state_time <= now()), 0
         FROM pushpop.messages AS s WHERE s.state = 'scheduled' GROUP BY s.topic
         UNION ALL
-        SELECT p.topic, 0, 0, count(*), 0, 0, NULL
+        SELECT p.topic, 0, 0, count(*), 0, 0, NULL, 0
         FROM pushpop.messages AS p WHERE p.state = 'pending' GROUP BY p.topic
         UNION ALL
+        SELECT b.topic, 0, 0, 0, 0, 0, NULL, count(*)
+        FROM pushpop.messages AS b WHERE b.state = 'blocked' GROUP BY b.topic
+        UNION ALL
         SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
-               count(*) FILTER (WHERE f.state = 'discarded'), NULL
+               count(*) FILTER (WHERE f.state = 'discarded'), NULL, 0
         FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
         UNION ALL
-        SELECT z.topic, 0, 0, 0, 0, 0, NULL FROM pushpop.paused_topics AS z
+        SELECT z.topic, 0, 0, 0, 0, 0, NULL, 0 FROM pushpop.paused_topics AS z
     )
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
            sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready),
-           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic)
+           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic),
+           sum(c.blocked)::bigint
     FROM counts AS c
     WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
     ORDER BY c.topic
 $function$;
-COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, the earliest state_time among those ready now, and whether the topic is paused. Topics not granted to the caller are left out.';
+COMMENT ON FUNCTION pushpop.stats() IS 'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, the earliest state_time among those ready now, whether the topic is paused, and messages blocked behind an earlier message of their ordering_key. Topics not granted to the caller are left out.';
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.stats() TO pushpop_consumer;
 
@@ -1143,7 +1356,8 @@ CREATE OR REPLACE FUNCTION pushpop.browse(topic text, state text DEFAULT NULL::t
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    states     text[] := ARRAY['ready', 'scheduled', 'pending', 'completed', 'discarded'];
+    states     text[] := ARRAY['ready', 'scheduled', 'pending', 'blocked', 'completed',
+                               'discarded'];
     c_state    text;
     c_priority integer;
     c_time     timestamptz;
@@ -1182,7 +1396,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority = c_priority
               AND (r.state_time, r.seq) > (c_time, c_seq)
@@ -1194,7 +1408,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority < c_priority
             ORDER BY r.priority DESC, r.state_time, r.seq
@@ -1203,7 +1417,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic
             ORDER BY r.priority DESC, r.state_time, r.seq
@@ -1213,7 +1427,8 @@ BEGIN
             RETURN QUERY
             SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
                    o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
-                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
+                   o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic AND o.state_time >= c_time
               AND (o.state_time, o.seq) > (c_time, c_seq)
@@ -1223,7 +1438,8 @@ BEGIN
             RETURN QUERY
             SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
                    o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
-                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
+                   o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic
             ORDER BY o.state_time, o.seq
@@ -1234,7 +1450,7 @@ BEGIN
         EXIT WHEN left_ <= 0;
     END LOOP;
 END $function$;
-COMMENT ON FUNCTION pushpop.browse(text,text,uuid,integer) IS 'Up to max_rows messages of the topic, without taking them: it locks nothing, changes nothing, and never shows a lease token. state is scheduled, ready, pending, completed or discarded (NULL: all, in that order: ready, scheduled, pending, completed, discarded). Ready messages come in the order pop delivers them, the others oldest first by state_time. after is the id of the last message of the previous page (keyset pagination: every page costs what the first costs). Needs the pop grant on the topic once topic grants are in use.';
+COMMENT ON FUNCTION pushpop.browse(text,text,uuid,integer) IS 'Up to max_rows messages of the topic, without taking them: it locks nothing, changes nothing, and never shows a lease token. state is scheduled, ready, pending, blocked, completed or discarded (NULL: all, in that order: ready, scheduled, pending, blocked, completed, discarded). Ready messages come in the order pop delivers them, the others oldest first by state_time. after is the id of the last message of the previous page (keyset pagination: every page costs what the first costs). Needs the pop grant on the topic once topic grants are in use.';
 GRANT EXECUTE ON ROUTINE pushpop.browse(text,text,uuid,integer) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.browse(text,text,uuid,integer) TO pushpop_consumer;
 
@@ -1248,27 +1464,35 @@ CREATE OR REPLACE FUNCTION pushpop.retry(id uuid)
 AS $function$
 DECLARE
     retried_topic text;
+    retried_state text;
 BEGIN
     PERFORM pushpop.require(retry.id IS NOT NULL, 'id must not be NULL');
     BEGIN
+        -- A message of a key that has a live message waits behind it, next in line.
         UPDATE pushpop.messages AS m
-        SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+        SET state = CASE WHEN m.ordering_key IS NOT NULL AND EXISTS (
+                             SELECT FROM pushpop.messages AS h
+                             WHERE h.topic = m.topic AND h.ordering_key = m.ordering_key
+                               AND h.state IN ('scheduled', 'ready', 'pending'))
+                         THEN 'blocked' ELSE 'ready' END,
+            state_time = now(), attempts = 0, expires_at = NULL
         WHERE m.id = retry.id AND m.state = 'discarded'
-        RETURNING m.topic INTO retried_topic;
+        RETURNING m.topic, m.state INTO retried_topic, retried_state;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'pushpop: message % cannot be retried: a live message of its topic holds its '
-                        'dedup_key', retry.id
+                        'dedup_key, or its ordering_key has just become live', retry.id
             USING ERRCODE = 'unique_violation';
     END;
     IF retried_topic IS NULL THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = retried_topic) THEN
+    IF retried_state = 'ready'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = retried_topic) THEN
         PERFORM pushpop.wake(ARRAY[retried_topic]);
     END IF;
     RETURN true;
 END $function$;
-COMMENT ON FUNCTION pushpop.retry(uuid) IS 'Returns a discarded message (failed, cancelled or expired) to the queue, ready now, with a fresh count of attempts and no expiry; its error stays until its next failure. False if there is no discarded message with this id. Raises unique_violation (23505) if a live message of its topic holds its dedup_key.';
+COMMENT ON FUNCTION pushpop.retry(uuid) IS 'Returns a discarded message (failed, cancelled or expired) to the queue, ready now, with a fresh count of attempts and no expiry; its error stays until its next failure. A message whose ordering_key has a live message is blocked behind it, next in line. False if there is no discarded message with this id. Raises unique_violation (23505) if a live message of its topic holds its dedup_key.';
 GRANT EXECUTE ON ROUTINE pushpop.retry(uuid) TO pushpop_admin;
 
 -- Routine pushpop.retry_discarded(text,integer)
@@ -1286,16 +1510,16 @@ BEGIN
     PERFORM pushpop.require(retry_discarded.max_rows IS NULL OR retry_discarded.max_rows >= 1,
                             'max_rows must be at least 1 (or NULL for all)');
     WITH dead AS MATERIALIZED (
-        SELECT d.id, d.dedup_key, d.state_time, d.seq FROM pushpop.messages AS d
+        SELECT d.id, d.dedup_key, d.ordering_key, d.state_time, d.seq FROM pushpop.messages AS d
         WHERE d.state = 'discarded' AND d.topic = retry_discarded.topic
         ORDER BY d.state_time, d.seq
         LIMIT retry_discarded.max_rows
         FOR UPDATE SKIP LOCKED
-    ), chosen AS (
+    ), eligible AS (
         -- A dedup_key may be live once: a message whose key a live message holds stays
         -- discarded, and of several with one key only the oldest is retried.
-        SELECT c.id FROM (
-            SELECT d.id, d.dedup_key,
+        SELECT c.id, c.ordering_key, c.seq FROM (
+            SELECT d.id, d.dedup_key, d.ordering_key, d.seq,
                    row_number() OVER (PARTITION BY d.dedup_key ORDER BY d.state_time, d.seq) AS n
             FROM dead AS d
         ) AS c
@@ -1303,10 +1527,23 @@ BEGIN
            OR (c.n = 1 AND NOT EXISTS (
                    SELECT FROM pushpop.messages AS l
                    WHERE l.topic = retry_discarded.topic AND l.dedup_key = c.dedup_key
-                     AND l.state IN ('scheduled', 'ready', 'pending')))
+                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')))
+    ), chosen AS (
+        -- Of the messages of one ordering_key, the first in push order is ready unless the key
+        -- has a live message; the others wait behind it.
+        SELECT e.id,
+               CASE WHEN e.ordering_key IS NULL THEN 'ready'
+                    WHEN row_number() OVER (PARTITION BY e.ordering_key ORDER BY e.seq) = 1
+                         AND NOT EXISTS (
+                             SELECT FROM pushpop.messages AS h
+                             WHERE h.topic = retry_discarded.topic
+                               AND h.ordering_key = e.ordering_key
+                               AND h.state IN ('scheduled', 'ready', 'pending')) THEN 'ready'
+                    ELSE 'blocked' END AS new_state
+        FROM eligible AS e
     )
     UPDATE pushpop.messages AS m
-    SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+    SET state = chosen.new_state, state_time = now(), attempts = 0, expires_at = NULL
     FROM chosen WHERE m.id = chosen.id;
     GET DIAGNOSTICS retried = ROW_COUNT;
     IF retried > 0 AND EXISTS (SELECT FROM pushpop.waiting AS w
@@ -1315,7 +1552,7 @@ BEGIN
     END IF;
     RETURN retried;
 END $function$;
-COMMENT ON FUNCTION pushpop.retry_discarded(text,integer) IS 'retry for the topic''s discarded messages (failed, cancelled and expired ones), oldest first, at most max_rows (NULL: all). A message whose dedup_key a live message holds stays discarded. Returns how many it retried.';
+COMMENT ON FUNCTION pushpop.retry_discarded(text,integer) IS 'retry for the topic''s discarded messages (failed, cancelled and expired ones), oldest first, at most max_rows (NULL: all). A message whose dedup_key a live message holds stays discarded; the messages of an ordering_key go back in push order, behind its live message if it has one. Returns how many it retried.';
 GRANT EXECUTE ON ROUTINE pushpop.retry_discarded(text,integer) TO pushpop_admin;
 
 -- Routine pushpop.cancel(uuid)
@@ -1326,15 +1563,22 @@ CREATE OR REPLACE FUNCTION pushpop.cancel(id uuid)
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    done_topic text;
+    done_key   text;
 BEGIN
     PERFORM pushpop.require(cancel.id IS NOT NULL, 'id must not be NULL');
     -- A pop that holds the row wins: once it commits the message is pending, and untouched here.
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), error = 'cancelled'
-    WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready');
-    RETURN FOUND;
+    WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked')
+    RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
+    IF done_key IS NOT NULL THEN
+        PERFORM pushpop.unblock(ARRAY[done_topic], ARRAY[done_key]);
+    END IF;
+    RETURN done_topic IS NOT NULL;
 END $function$;
-COMMENT ON FUNCTION pushpop.cancel(uuid) IS 'Discards a ready or scheduled message with error ''cancelled'': it is never delivered. False, and nothing changes, for a pending message (its consumer holds it: it finishes or fails as usual), a finished one, or an unknown id.';
+COMMENT ON FUNCTION pushpop.cancel(uuid) IS 'Discards a ready, scheduled or blocked message with error ''cancelled'': it is never delivered (the next message of its ordering_key takes its place). False, and nothing changes, for a pending message (its consumer holds it: it finishes or fails as usual), a finished one, or an unknown id.';
 GRANT EXECUTE ON ROUTINE pushpop.cancel(uuid) TO pushpop_admin;
 
 -- Routine pushpop.lead_maintenance(uuid,interval)
@@ -1387,9 +1631,11 @@ CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    moved   integer;
-    expired integer;
-    topics  text[];
+    moved       integer;
+    expired     integer;
+    topics      text[];
+    done_topics text[];
+    done_keys   text[];
 BEGIN
     WITH lapsed AS MATERIALIZED (
         SELECT p.id FROM pushpop.messages AS p
@@ -1405,25 +1651,36 @@ BEGIN
                               || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
                     END
         FROM lapsed WHERE m.id = lapsed.id
-        RETURNING m.topic, m.state
+        RETURNING m.topic, m.state, m.ordering_key
     )
-    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
-    INTO moved, topics FROM moved_rows AS r;
+    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
+           array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
+           array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
+    INTO moved, topics, done_topics, done_keys FROM moved_rows AS r;
     -- Waiting messages past their expiry: pop passes them by already; this records why.
     WITH dead AS MATERIALIZED (
         SELECT w.id FROM pushpop.messages AS w
         WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
         FOR UPDATE SKIP LOCKED
+    ), expired_rows AS (
+        UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+        FROM dead WHERE m.id = dead.id
+        RETURNING m.topic, m.ordering_key
     )
-    UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
-    FROM dead WHERE m.id = dead.id;
-    GET DIAGNOSTICS expired = ROW_COUNT;
+    SELECT count(*),
+           done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
+           done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
+    INTO expired, done_topics, done_keys FROM expired_rows AS e;
+    -- The next message of each key whose live message ended here takes its place.
+    IF done_keys IS NOT NULL THEN
+        PERFORM pushpop.unblock(done_topics, done_keys);
+    END IF;
     IF topics IS NOT NULL THEN
         PERFORM pushpop.wake(topics);
     END IF;
     RETURN moved + expired;
 END $function$;
-COMMENT ON FUNCTION pushpop.requeue_expired() IS 'Returns every pending message whose lease deadline has passed to the queue, or discards it once it has used max_attempts (error says why); and discards every message past its expiry, waiting or lapsed (error ''expired''). Returns how many messages it moved.';
+COMMENT ON FUNCTION pushpop.requeue_expired() IS 'Returns every pending message whose lease deadline has passed to the queue, or discards it once it has used max_attempts (error says why); and discards every message past its expiry, waiting or lapsed (error ''expired''); the next message of the ordering_key of each one discarded becomes ready. Returns how many messages it moved.';
 GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.requeue_expired() TO pushpop_maintainer;
 
@@ -2180,3 +2437,4 @@ GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 -- migration 4: expiry_pause_headers
 -- migration 5: schedules
 -- migration 6: fanout
+-- migration 7: ordering_keys

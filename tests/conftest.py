@@ -220,12 +220,18 @@ def empty_databases(pg_server: _Server) -> Iterator[_Databases]:
 # The rules pushpop's functions keep in the queue table (sql/0005 explains why they are not
 # CHECK constraints): rows that break one.
 BROKEN_RULES = """
-SELECT id, state, lease, topic, max_attempts FROM pushpop.messages
-WHERE state NOT IN ('scheduled', 'ready', 'pending', 'completed', 'discarded')
+SELECT id, state, lease, topic, max_attempts FROM pushpop.messages AS m
+WHERE state NOT IN ('scheduled', 'ready', 'pending', 'blocked', 'completed', 'discarded')
    OR (state = 'pending') <> (lease IS NOT NULL)
    OR (state = 'pending' AND lease_until IS NULL)
    OR length(topic) NOT BETWEEN 1 AND 255
+   OR length(ordering_key) NOT BETWEEN 1 AND 255
    OR max_attempts < 1
+   -- a blocked message waits behind a live message of its key, never behind nothing
+   OR (state = 'blocked' AND NOT EXISTS (
+           SELECT FROM pushpop.messages AS h
+           WHERE h.topic = m.topic AND h.ordering_key = m.ordering_key
+             AND h.state IN ('scheduled', 'ready', 'pending')))
 LIMIT 5
 """
 

@@ -143,9 +143,9 @@ def test_pop_text_output_says_how_the_payload_is_written(
     msg_id = client.push("jobs", b"plain text")
     status, out, _ = run(capsys, "--dsn", dsn, "pop", "jobs")
     assert status == 0
-    assert f"id          {msg_id}" in out.splitlines()
-    assert any(line.startswith("lease_until 20") for line in out.splitlines())
-    assert out.splitlines()[-1] == "payload     (utf-8, 10 bytes) plain text"
+    assert f"id           {msg_id}" in out.splitlines()
+    assert any(line.startswith("lease_until  20") for line in out.splitlines())
+    assert out.splitlines()[-1] == "payload      (utf-8, 10 bytes) plain text"
 
 
 def test_push_reads_binary_stdin_and_pop_shows_it_as_base64(
@@ -266,11 +266,12 @@ def test_stats_prints_an_aligned_table_and_json_counts(
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split() == [
-        "TOPIC", "READY", "SCHEDULED", "PENDING", "COMPLETED", "DISCARDED", "OLDEST", "READY",
+        "TOPIC", "READY", "SCHEDULED", "PENDING", "BLOCKED", "COMPLETED", "DISCARDED", "OLDEST",
+        "READY",
     ]  # fmt: skip
     assert len({len(line) for line in lines}) == 1  # every column right-aligned to one width
-    assert lines[1].split()[:6] == ["a-rather-long-topic-name", "3", "0", "0", "0", "0"]
-    assert lines[2].split() == ["b", "0", "1", "0", "0", "0", "-"]
+    assert lines[1].split()[:7] == ["a-rather-long-topic-name", "3", "0", "0", "0", "0", "0"]
+    assert lines[2].split() == ["b", "0", "1", "0", "0", "0", "0", "-"]
 
     status, out, _ = run(capsys, "--dsn", dsn, "stats", "--json")
     rows = {row["topic"]: row for row in json.loads(out)}

@@ -54,7 +54,8 @@ INTERNAL = {  # called inside functions
     "require", "require_topic", "lock_down", "wake", "define_setting", "topic_grants_in_use",
     "may", "require_grant", "topics_paused", "require_headers", "cron_field", "cron_parse",
     "cron_day_matches", "cron_next", "every_next", "every_tick", "subscriptions_in_use",
-    "subscription_patterns_in_use", "require_pattern", "subscribers_of",
+    "subscription_patterns_in_use", "require_pattern", "subscribers_of", "require_ordering_key",
+    "enqueue", "unblock", "unblock_next",
 }  # fmt: skip
 MAY_CALL = {
     "pushpop_producer": PRODUCER,
@@ -343,6 +344,15 @@ CALLS: dict[str, tuple[Setup, LiteralString, Callable[[Any], bool]]] = {
     ),
     "require_pattern": (nothing, "SELECT 1 FROM pushpop.require_pattern('a.*', 'x', true)", eq(1)),
     "subscribers_of": (nothing, "SELECT pushpop.subscribers_of('t')", eq(None)),
+    "require_ordering_key": (nothing, "SELECT 1 FROM pushpop.require_ordering_key('k')", eq(1)),
+    "enqueue": (
+        nothing,
+        "SELECT pushpop.enqueue('t', 'x', '0', 0, gen_random_uuid(), NULL, 25, NULL, NULL, 'k',"
+        " NULL)",
+        lambda value: isinstance(value, UUID),
+    ),
+    "unblock": (nothing, "SELECT 1 FROM pushpop.unblock('{t}', '{k}')", eq(1)),
+    "unblock_next": (nothing, "SELECT 1 FROM pushpop.unblock_next('t', 'k')", eq(1)),
     "cron_field": (nothing, "SELECT pushpop.cron_field('*/30', 'minute', 0, 59)", eq(1 | 1 << 30)),
     "cron_parse": (nothing, "SELECT cardinality(pushpop.cron_parse('* * * * *'))", eq(7)),
     "cron_day_matches": (

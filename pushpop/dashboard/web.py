@@ -314,7 +314,7 @@ class Dashboard:
             dict(
                 zip(
                     ("topic", "ready", "scheduled", "pending", "completed", "discarded",
-                     "paused", "oldest", "workers"),
+                     "paused", "oldest", "workers", "blocked"),
                     row,
                     strict=True,
                 )
@@ -323,7 +323,7 @@ class Dashboard:
         ]  # fmt: skip
         totals = {
             key: sum(t[key] for t in topics)
-            for key in ("ready", "scheduled", "pending", "completed", "discarded")
+            for key in ("ready", "scheduled", "pending", "blocked", "completed", "discarded")
         }
         return self.render(
             request, "overview.html", topics=topics, totals=totals, chart=await self._chart(None)
@@ -351,8 +351,9 @@ class Dashboard:
         gauges = await self.gauges()
         row = next((g for g in gauges if g[0] == name), None)
         counts = dict(
-            zip(STATES, (row[2], row[1], row[3], row[4], row[5]) if row else (0,) * 5, strict=False)
-        )
+            zip(STATES, (row[2], row[1], row[3], row[9], row[4], row[5]) if row else (0,) * 6,
+                strict=True)
+        )  # fmt: skip
         paused = bool(row[6]) if row else False
         oldest = row[7] if row and row[1] else None
         rows = await self.run(calls.browse(name, state, after, PAGE_SIZE + 1))
@@ -473,7 +474,9 @@ class Dashboard:
         if action == "cancel":
             id = checks.message_id(form.get("id", ""))
             done = await self.run(calls.cancel(id))
-            return f"cancelled {id}" if done else f"{id} was not waiting (ready or scheduled)"
+            return (
+                f"cancelled {id}" if done else f"{id} was not waiting (ready, scheduled or blocked)"
+            )
         if action == "purge":
             topic = checks.topic(form.get("topic", ""))
             count = await self.run(calls.purge(topic))

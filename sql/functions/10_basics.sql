@@ -34,6 +34,20 @@ END $$;
 COMMENT ON FUNCTION pushpop.require_topic(text) IS
     'Raises invalid_parameter_value (22023) unless topic is 1 to 255 characters.';
 
+CREATE OR REPLACE FUNCTION pushpop.require_ordering_key(ordering_key text)
+RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF length(ordering_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'pushpop: ordering_key must be 1 to 255 characters (or NULL for none), got % characters',
+            length(ordering_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+COMMENT ON FUNCTION pushpop.require_ordering_key(text) IS
+    'Raises invalid_parameter_value (22023) unless ordering_key is NULL (no key) or 1 to 255 '
+    'characters.';
+
 -- A database's settings are the constant bodies of IMMUTABLE functions (max_payload_bytes,
 -- max_header_bytes, topics_paused, topic_grants_in_use), which PostgreSQL folds into the
 -- cached plans of the functions that read them: a setting costs a push nothing. Redefining a

@@ -85,6 +85,80 @@ COMMENT ON FUNCTION pushpop.require_headers(jsonb) IS
     'Raises invalid_parameter_value (22023) unless headers is a JSON object of string values, and '
     'program_limit_exceeded (54000) when its text is longer than pushpop.max_header_bytes().';
 
+-- The one insert behind push and push_many, for a message or a fan-out copy. A message with an
+-- ordering_key is blocked while its key has a live message (scheduled, ready or pending): FOR
+-- SHARE holds that one until this push commits, so it cannot finish in between and leave the
+-- new message blocked with nothing ahead of it. Pushes of one key share that lock, so they
+-- never wait for each other.
+CREATE OR REPLACE FUNCTION pushpop.enqueue(
+    topic        text,
+    payload      bytea,
+    delay        interval,
+    priority     integer,
+    id           uuid,
+    dedup_key    text,
+    max_attempts integer,
+    expires_in   interval,
+    headers      jsonb,
+    ordering_key text,
+    fanout_of    uuid
+) RETURNS uuid LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first_state text := CASE WHEN enqueue.delay > interval '0' THEN 'scheduled' ELSE 'ready' END;
+    got         uuid;
+    taken_by    text;
+BEGIN
+    LOOP
+        IF enqueue.ordering_key IS NOT NULL THEN
+            PERFORM FROM pushpop.messages AS h
+            WHERE h.topic = enqueue.topic AND h.ordering_key = enqueue.ordering_key
+              AND h.state IN ('scheduled', 'ready', 'pending')
+            FOR SHARE;
+            first_state := CASE WHEN FOUND THEN 'blocked'
+                                WHEN enqueue.delay > interval '0' THEN 'scheduled'
+                                ELSE 'ready' END;
+        END IF;
+        INSERT INTO pushpop.messages AS m
+            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+             expires_at, headers, ordering_key, fanout_of)
+        VALUES (enqueue.id, enqueue.topic, first_state, now() + enqueue.delay, enqueue.priority,
+                enqueue.max_attempts, enqueue.dedup_key, enqueue.payload,
+                now() + enqueue.expires_in, enqueue.headers, enqueue.ordering_key,
+                enqueue.fanout_of)
+        ON CONFLICT DO NOTHING
+        RETURNING m.id INTO got;
+        IF got IS NOT NULL THEN
+            IF first_state = 'ready'
+               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = enqueue.topic) THEN
+                PERFORM pushpop.wake(ARRAY[enqueue.topic]);
+            END IF;
+            RETURN got;
+        END IF;
+        -- Nothing inserted: this id exists already, a live message holds the dedup_key, or
+        -- another push of the key became its head in between.
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = enqueue.id;
+        IF taken_by IS DISTINCT FROM enqueue.topic AND got IS NOT NULL THEN
+            -- Idempotency is per topic: a message of another topic is no copy of this one.
+            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
+                                                  enqueue.id));
+        END IF;
+        IF got IS NULL AND enqueue.dedup_key IS NOT NULL THEN
+            SELECT m.id INTO got FROM pushpop.messages AS m
+            WHERE m.topic = enqueue.topic AND m.dedup_key = enqueue.dedup_key
+              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked');
+        END IF;
+        IF got IS NOT NULL THEN
+            RETURN got;
+        END IF;
+        -- The conflicting message finished, or became the key's head, in between: again.
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION pushpop.enqueue(text, bytea, interval, integer, uuid, text, integer, interval, jsonb, text, uuid) IS
+    'Internal to push and push_many, which check the arguments: inserts one message (blocked '
+    'behind a live message of its ordering_key), or returns the id of the message that holds its '
+    'id or dedup_key.';
+
 CREATE OR REPLACE FUNCTION pushpop.push(
     topic        text,
     payload      bytea,
@@ -94,7 +168,8 @@ CREATE OR REPLACE FUNCTION pushpop.push(
     dedup_key    text     DEFAULT NULL,
     max_attempts integer  DEFAULT 25,
     expires_in   interval DEFAULT NULL,
-    headers      jsonb    DEFAULT NULL
+    headers      jsonb    DEFAULT NULL,
+    ordering_key text     DEFAULT NULL
 ) RETURNS uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -106,13 +181,15 @@ BEGIN
     IF NOT coalesce(length(push.topic) BETWEEN 1 AND 255 AND push.payload IS NOT NULL
                     AND push.delay >= interval '0' AND push.priority IS NOT NULL
                     AND push.max_attempts >= 1
-                    AND (push.dedup_key IS NULL OR octet_length(push.dedup_key) BETWEEN 1 AND 1024),
+                    AND (push.dedup_key IS NULL OR octet_length(push.dedup_key) BETWEEN 1 AND 1024)
+                    AND (push.ordering_key IS NULL OR length(push.ordering_key) BETWEEN 1 AND 255),
                     false) THEN
         PERFORM pushpop.require_topic(push.topic);
         PERFORM pushpop.require(push.payload IS NOT NULL, 'payload must not be NULL');
         PERFORM pushpop.require(push.delay >= interval '0', 'delay must be zero or positive');
         PERFORM pushpop.require(push.priority IS NOT NULL, 'priority must not be NULL');
         PERFORM pushpop.require(push.max_attempts >= 1, 'max_attempts must be at least 1');
+        PERFORM pushpop.require_ordering_key(push.ordering_key);
         PERFORM pushpop.require(push.dedup_key <> '', 'dedup_key must not be empty');
         -- The unique index on (topic, dedup_key) cannot hold longer keys.
         PERFORM pushpop.require(false, format('dedup_key must be at most 1024 bytes, got %s',
@@ -137,96 +214,96 @@ BEGIN
     IF pushpop.subscriptions_in_use() THEN
         subscribers := pushpop.subscribers_of(push.topic);
     END IF;
-    IF subscribers IS NOT NULL THEN
-        -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds
-        -- the id this push returns. The unique index on (fanout_of, topic) makes a retried push
-        -- add no copy, and the one on (topic, dedup_key) skips a subscriber topic that holds
-        -- the dedup_key live.
-        IF push.id IS NOT NULL THEN
-            -- A retried push: its copies exist (even if the subscriptions changed since).
-            IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
-                RETURN new_id;
+    IF subscribers IS NULL THEN
+        IF push.ordering_key IS NULL THEN
+            -- The common case, inline: one insert. enqueue sorts out a conflict.
+            INSERT INTO pushpop.messages AS m
+                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                 expires_at, headers)
+            VALUES (new_id, push.topic,
+                    CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+                    now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+                    push.payload, now() + push.expires_in, push.headers)
+            ON CONFLICT DO NOTHING
+            RETURNING m.id INTO got;
+            IF got IS NOT NULL THEN
+                IF push.delay = interval '0'
+                   AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
+                    PERFORM pushpop.wake(ARRAY[push.topic]);
+                END IF;
+                RETURN got;
             END IF;
-            SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
-            IF taken_by = push.topic THEN
-                RETURN new_id;  -- pushed before the topic had subscribers
-            END IF;
-            PERFORM pushpop.require(taken_by IS NULL,
-                                    format('id %s is taken by a message of another topic', new_id));
         END IF;
-        INSERT INTO pushpop.messages
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
-             expires_at, headers, fanout_of)
-        SELECT gen_random_uuid(), s.subscriber,
-               CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-               now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
-               push.payload, now() + push.expires_in, push.headers, new_id
-        FROM unnest(subscribers) AS s(subscriber)
-        ON CONFLICT DO NOTHING;
-        IF push.delay = interval '0'
-           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
-            PERFORM pushpop.wake(subscribers);
+        RETURN pushpop.enqueue(push.topic, push.payload, push.delay, push.priority, new_id,
+                               push.dedup_key, push.max_attempts, push.expires_in, push.headers,
+                               push.ordering_key, NULL);
+    END IF;
+    -- Fan-out: one copy per subscriber topic, each with an id of its own; fanout_of holds the
+    -- id this push returns. The unique index on (fanout_of, topic) makes a retried push add no
+    -- copy, and the one on (topic, dedup_key) skips a subscriber topic that holds the
+    -- dedup_key live.
+    IF push.id IS NOT NULL THEN
+        -- A retried push: its copies exist (even if the subscriptions changed since).
+        IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
+            RETURN new_id;
         END IF;
+        SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
+        IF taken_by = push.topic THEN
+            RETURN new_id;  -- pushed before the topic had subscribers
+        END IF;
+        PERFORM pushpop.require(taken_by IS NULL,
+                                format('id %s is taken by a message of another topic', new_id));
+    END IF;
+    IF push.ordering_key IS NOT NULL THEN
+        -- Each subscriber topic orders the key on its own.
+        PERFORM pushpop.enqueue(s.subscriber, push.payload, push.delay, push.priority,
+                                gen_random_uuid(), push.dedup_key, push.max_attempts,
+                                push.expires_in, push.headers, push.ordering_key, new_id)
+        FROM unnest(subscribers) AS s(subscriber) ORDER BY s.subscriber;
         RETURN new_id;
     END IF;
-    LOOP
-        INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
-             expires_at, headers)
-        VALUES (new_id, push.topic,
-                CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
-                now() + push.delay, push.priority, push.max_attempts, push.dedup_key, push.payload,
-                now() + push.expires_in, push.headers)
-        ON CONFLICT DO NOTHING
-        RETURNING m.id INTO got;
-        IF got IS NOT NULL THEN
-            IF push.delay = interval '0'
-               AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push.topic) THEN
-                PERFORM pushpop.wake(ARRAY[push.topic]);
-            END IF;
-            RETURN got;
-        END IF;
-        -- Nothing inserted: this id exists already, or a live message holds the dedup_key.
-        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
-        IF taken_by IS DISTINCT FROM push.topic AND got IS NOT NULL THEN
-            -- Idempotency is per topic: a message of another topic is no copy of this one.
-            PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
-                                                  new_id));
-        END IF;
-        IF got IS NULL THEN
-            SELECT m.id INTO got FROM pushpop.messages AS m
-            WHERE m.topic = push.topic AND m.dedup_key = push.dedup_key
-              AND m.state IN ('scheduled', 'ready', 'pending');
-        END IF;
-        IF got IS NOT NULL THEN
-            RETURN got;
-        END IF;
-        -- The conflicting message finished in between: try the insert again.
-    END LOOP;
+    INSERT INTO pushpop.messages
+        (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+         expires_at, headers, fanout_of)
+    SELECT gen_random_uuid(), s.subscriber,
+           CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+           now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
+           push.payload, now() + push.expires_in, push.headers, new_id
+    FROM unnest(subscribers) AS s(subscriber)
+    ON CONFLICT DO NOTHING;
+    IF push.delay = interval '0'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
+        PERFORM pushpop.wake(subscribers);
+    END IF;
+    RETURN new_id;
 END $$;
-COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb) IS
+COMMENT ON FUNCTION pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb, text) IS
     'Enqueues one message and returns its id; it may be popped after delay. An id that a message of '
-    'this topic has already (until cleanup deletes it), or a dedup_key held by a scheduled, ready or '
-    'pending message of the topic, inserts nothing and returns the existing id; an id taken in '
-    'another topic raises invalid_parameter_value (22023). A payload above '
+    'this topic has already (until cleanup deletes it), or a dedup_key held by a live (scheduled, '
+    'ready, pending or blocked) message of the topic, inserts nothing and returns the existing id; '
+    'an id taken in another topic raises invalid_parameter_value (22023). A payload above '
     'pushpop.max_payload_bytes() raises program_limit_exceeded (54000). A message with expires_in is '
     'never delivered once that long has passed since the push (delay included); headers is a JSON '
-    'object of strings (pushpop.require_headers). A topic with subscribers (pushpop.subscribe) gets '
+    'object of strings (pushpop.require_headers). Messages of the topic with the same ordering_key '
+    '(1 to 255 characters) are delivered one at a time in push order: each waits, blocked, until '
+    'the one before it is completed or discarded. A topic with subscribers (pushpop.subscribe) gets '
     'no message itself: each subscriber topic gets a copy with an id of its own, find(returned id) '
     'lists them, and a retried push with the same id adds none.';
 
 CREATE OR REPLACE FUNCTION pushpop.push_many(
-    topic      text,
-    payloads   bytea[],
-    delay      interval DEFAULT '0',
-    priority   integer  DEFAULT 0,
-    expires_in interval DEFAULT NULL,
-    headers    jsonb    DEFAULT NULL
+    topic         text,
+    payloads      bytea[],
+    delay         interval DEFAULT '0',
+    priority      integer  DEFAULT 0,
+    expires_in    interval DEFAULT NULL,
+    headers       jsonb    DEFAULT NULL,
+    ordering_keys text[]   DEFAULT NULL
 ) RETURNS SETOF uuid LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     too_big     record;
     subscribers text[];
+    new_id      uuid;
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -249,6 +326,16 @@ BEGIN
             PERFORM pushpop.require_headers(push_many.headers);
         END IF;
     END IF;
+    IF push_many.ordering_keys IS NOT NULL THEN
+        PERFORM pushpop.require(coalesce(array_ndims(push_many.ordering_keys), 1) = 1
+                                AND cardinality(push_many.ordering_keys)
+                                    = cardinality(push_many.payloads),
+                                format('ordering_keys must be a one-dimensional array as long as '
+                                       'payloads (%s), got %s', cardinality(push_many.payloads),
+                                       cardinality(push_many.ordering_keys)));
+        PERFORM pushpop.require_ordering_key(k) FROM unnest(push_many.ordering_keys) AS k
+        WHERE k IS NOT NULL;
+    END IF;
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push_many.topic);
     END IF;
@@ -264,6 +351,27 @@ BEGIN
     END IF;
     IF pushpop.subscriptions_in_use() THEN
         subscribers := pushpop.subscribers_of(push_many.topic);
+    END IF;
+    IF cardinality(array_remove(push_many.ordering_keys, NULL)) > 0 THEN
+        -- Keyed messages one at a time, in input order: each may be blocked behind the last.
+        FOR n IN 1 .. cardinality(push_many.payloads) LOOP
+            new_id := gen_random_uuid();
+            IF subscribers IS NULL THEN
+                -- 25: the max_attempts push_many gives every message (the table's default).
+                RETURN NEXT pushpop.enqueue(push_many.topic, push_many.payloads[n], push_many.delay,
+                                            push_many.priority, new_id, NULL, 25,
+                                            push_many.expires_in, push_many.headers,
+                                            push_many.ordering_keys[n], NULL);
+            ELSE
+                PERFORM pushpop.enqueue(s.subscriber, push_many.payloads[n], push_many.delay,
+                                        push_many.priority, gen_random_uuid(), NULL, 25,
+                                        push_many.expires_in, push_many.headers,
+                                        push_many.ordering_keys[n], new_id)
+                FROM unnest(subscribers) AS s(subscriber) ORDER BY s.subscriber;
+                RETURN NEXT new_id;
+            END IF;
+        END LOOP;
+        RETURN;
     END IF;
     IF subscribers IS NOT NULL THEN
         -- Fan-out, as in push: the ids returned are those the copies of each payload share.
@@ -307,8 +415,10 @@ BEGIN
         PERFORM pushpop.wake(ARRAY[push_many.topic]);
     END IF;
 END $$;
-COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer, interval, jsonb) IS
+COMMENT ON FUNCTION pushpop.push_many(text, bytea[], interval, integer, interval, jsonb, text[]) IS
     'Enqueues one message per payload in a single statement and returns their ids in input order; '
-    'expires_in and headers, as in push, apply to each. Any payload above '
-    'pushpop.max_payload_bytes() raises program_limit_exceeded (54000) and enqueues none. A topic '
-    'with subscribers fans out as in push: each returned id names the copies of its payload.';
+    'expires_in and headers, as in push, apply to each. ordering_keys, if given, holds one key per '
+    'payload (NULL for none), each ordered as push''s ordering_key; a batch with one key is '
+    'delivered in input order. Any payload above pushpop.max_payload_bytes() raises '
+    'program_limit_exceeded (54000) and enqueues none. A topic with subscribers fans out as in '
+    'push: each returned id names the copies of its payload.';

@@ -7,10 +7,11 @@
 
 COMMENT ON TYPE pushpop.message IS
     'A message as the functions return it. state is ready (scheduled ones show as ready), pending, '
-    'completed or discarded; state_time is when it may be popped (ready), when it was popped '
-    '(pending) or when it finished; lease and lease_until, the lease token and its deadline, are set '
-    'while it is pending; headers is a JSON object of strings or NULL; expires_at is the deadline '
-    'after which it is never delivered, or NULL.';
+    'blocked (waiting for an earlier message of its ordering_key to finish), completed or discarded; '
+    'state_time is when it may be popped (ready, blocked), when it was popped (pending) or when it '
+    'finished; lease and lease_until, the lease token and its deadline, are set while it is pending; '
+    'headers is a JSON object of strings or NULL; expires_at is the deadline after which it is never '
+    'delivered, or NULL; ordering_key is its key, or NULL.';
 
 CREATE OR REPLACE FUNCTION pushpop.pop(
     topic        text,
@@ -64,7 +65,7 @@ BEGIN
                       FOR UPDATE SKIP LOCKED)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
-                  m.headers, m.expires_at;
+                  m.headers, m.expires_at, m.ordering_key;
         RETURN;
     END IF;
 
@@ -83,11 +84,11 @@ BEGIN
         WHERE m.id = ANY (picked)
         RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
                   m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
-                  m.headers, m.expires_at
+                  m.headers, m.expires_at, m.ordering_key
     )
     SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
            t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
-           t.headers, t.expires_at
+           t.headers, t.expires_at, t.ordering_key
     FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
     ORDER BY p.n;
 END $$;
@@ -96,4 +97,5 @@ COMMENT ON FUNCTION pushpop.pop(text, interval, integer) IS
     'order) and leases them for lease_for: each becomes pending with a fresh lease token, a deadline '
     '(lease_until) and one more attempt. Concurrent callers never wait on each other nor get the same '
     'message. No rows when nothing is ready, when the topic is paused, or for a message past its '
-    'expiry.';
+    'expiry. A message blocked behind an earlier one of its ordering_key is not ready: at most one '
+    'message of a key is ever pending.';

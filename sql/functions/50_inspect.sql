@@ -7,7 +7,8 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
            m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at
+           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+           m.ordering_key
     FROM pushpop.messages AS m
     WHERE (m.id = find.id OR m.fanout_of = find.id)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
@@ -22,31 +23,36 @@ COMMENT ON FUNCTION pushpop.find(uuid) IS
 -- Each state is counted through its own partial index, not by reading every row.
 CREATE OR REPLACE FUNCTION pushpop.stats()
 RETURNS TABLE (topic text, ready bigint, scheduled bigint, pending bigint, completed bigint,
-               discarded bigint, oldest_ready timestamptz, paused boolean)
+               discarded bigint, oldest_ready timestamptz, paused boolean, blocked bigint)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     WITH counts AS (
         SELECT r.topic, count(*) AS ready, 0::bigint AS scheduled, 0::bigint AS pending,
-               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready
+               0::bigint AS completed, 0::bigint AS discarded, min(r.state_time) AS oldest_ready,
+               0::bigint AS blocked
         FROM pushpop.messages AS r WHERE r.state = 'ready' GROUP BY r.topic
         UNION ALL
         SELECT s.topic, count(*) FILTER (WHERE s.state_time <= now()),
                count(*) FILTER (WHERE s.state_time > now()), 0, 0, 0,
-               min(s.state_time) FILTER (WHERE s.state_time <= now())
+               min(s.state_time) FILTER (WHERE s.state_time <= now()), 0
         FROM pushpop.messages AS s WHERE s.state = 'scheduled' GROUP BY s.topic
         UNION ALL
-        SELECT p.topic, 0, 0, count(*), 0, 0, NULL
+        SELECT p.topic, 0, 0, count(*), 0, 0, NULL, 0
         FROM pushpop.messages AS p WHERE p.state = 'pending' GROUP BY p.topic
         UNION ALL
+        SELECT b.topic, 0, 0, 0, 0, 0, NULL, count(*)
+        FROM pushpop.messages AS b WHERE b.state = 'blocked' GROUP BY b.topic
+        UNION ALL
         SELECT f.topic, 0, 0, 0, count(*) FILTER (WHERE f.state = 'completed'),
-               count(*) FILTER (WHERE f.state = 'discarded'), NULL
+               count(*) FILTER (WHERE f.state = 'discarded'), NULL, 0
         FROM pushpop.messages AS f WHERE f.state IN ('completed', 'discarded') GROUP BY f.topic
         UNION ALL
-        SELECT z.topic, 0, 0, 0, 0, 0, NULL FROM pushpop.paused_topics AS z
+        SELECT z.topic, 0, 0, 0, 0, 0, NULL, 0 FROM pushpop.paused_topics AS z
     )
     SELECT c.topic, sum(c.ready)::bigint, sum(c.scheduled)::bigint, sum(c.pending)::bigint,
            sum(c.completed)::bigint, sum(c.discarded)::bigint, min(c.oldest_ready),
-           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic)
+           EXISTS (SELECT FROM pushpop.paused_topics AS z WHERE z.topic = c.topic),
+           sum(c.blocked)::bigint
     FROM counts AS c
     WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', c.topic)
     GROUP BY c.topic
@@ -54,8 +60,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION pushpop.stats() IS
     'One row per topic: messages ready now, scheduled for later, pending, completed and discarded, '
-    'the earliest state_time among those ready now, and whether the topic is paused. Topics not '
-    'granted to the caller are left out.';
+    'the earliest state_time among those ready now, whether the topic is paused, and messages '
+    'blocked behind an earlier message of their ordering_key. Topics not granted to the caller are '
+    'left out.';
 
 CREATE OR REPLACE FUNCTION pushpop.schema_version()
 RETURNS integer LANGUAGE sql STABLE

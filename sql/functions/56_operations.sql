@@ -12,7 +12,8 @@ CREATE OR REPLACE FUNCTION pushpop.browse(
 ) RETURNS SETOF pushpop.message LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    states     text[] := ARRAY['ready', 'scheduled', 'pending', 'completed', 'discarded'];
+    states     text[] := ARRAY['ready', 'scheduled', 'pending', 'blocked', 'completed',
+                               'discarded'];
     c_state    text;
     c_priority integer;
     c_time     timestamptz;
@@ -51,7 +52,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority = c_priority
               AND (r.state_time, r.seq) > (c_time, c_seq)
@@ -63,7 +64,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority < c_priority
             ORDER BY r.priority DESC, r.state_time, r.seq
@@ -72,7 +73,7 @@ BEGIN
             RETURN QUERY
             SELECT r.id, r.topic, r.state, r.state_time, r.payload, r.priority, r.attempts,
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
-                   NULL::timestamptz, r.headers, r.expires_at
+                   NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic
             ORDER BY r.priority DESC, r.state_time, r.seq
@@ -82,7 +83,8 @@ BEGIN
             RETURN QUERY
             SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
                    o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
-                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
+                   o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic AND o.state_time >= c_time
               AND (o.state_time, o.seq) > (c_time, c_seq)
@@ -92,7 +94,8 @@ BEGIN
             RETURN QUERY
             SELECT o.id, o.topic, o.state, o.state_time, o.payload, o.priority, o.attempts,
                    o.max_attempts, NULL::uuid, o.created_at, o.error, o.dedup_key,
-                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at
+                   CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
+                   o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic
             ORDER BY o.state_time, o.seq
@@ -105,8 +108,9 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pushpop.browse(text, text, uuid, integer) IS
     'Up to max_rows messages of the topic, without taking them: it locks nothing, changes nothing, '
-    'and never shows a lease token. state is scheduled, ready, pending, completed or discarded '
-    '(NULL: all, in that order: ready, scheduled, pending, completed, discarded). Ready messages come '
+    'and never shows a lease token. state is scheduled, ready, pending, blocked, completed or '
+    'discarded (NULL: all, in that order: ready, scheduled, pending, blocked, completed, discarded). '
+    'Ready messages come '
     'in the order pop delivers them, the others oldest first by state_time. after is the id of the '
     'last message of the previous page (keyset pagination: every page costs what the first costs). '
     'Needs the pop grant on the topic once topic grants are in use.';
@@ -116,29 +120,38 @@ RETURNS boolean LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     retried_topic text;
+    retried_state text;
 BEGIN
     PERFORM pushpop.require(retry.id IS NOT NULL, 'id must not be NULL');
     BEGIN
+        -- A message of a key that has a live message waits behind it, next in line.
         UPDATE pushpop.messages AS m
-        SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+        SET state = CASE WHEN m.ordering_key IS NOT NULL AND EXISTS (
+                             SELECT FROM pushpop.messages AS h
+                             WHERE h.topic = m.topic AND h.ordering_key = m.ordering_key
+                               AND h.state IN ('scheduled', 'ready', 'pending'))
+                         THEN 'blocked' ELSE 'ready' END,
+            state_time = now(), attempts = 0, expires_at = NULL
         WHERE m.id = retry.id AND m.state = 'discarded'
-        RETURNING m.topic INTO retried_topic;
+        RETURNING m.topic, m.state INTO retried_topic, retried_state;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'pushpop: message % cannot be retried: a live message of its topic holds its '
-                        'dedup_key', retry.id
+                        'dedup_key, or its ordering_key has just become live', retry.id
             USING ERRCODE = 'unique_violation';
     END;
     IF retried_topic IS NULL THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = retried_topic) THEN
+    IF retried_state = 'ready'
+       AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = retried_topic) THEN
         PERFORM pushpop.wake(ARRAY[retried_topic]);
     END IF;
     RETURN true;
 END $$;
 COMMENT ON FUNCTION pushpop.retry(uuid) IS
     'Returns a discarded message (failed, cancelled or expired) to the queue, ready now, with a fresh '
-    'count of attempts and no expiry; its error stays until its next failure. False if there is no '
+    'count of attempts and no expiry; its error stays until its next failure. A message whose '
+    'ordering_key has a live message is blocked behind it, next in line. False if there is no '
     'discarded message with this id. Raises unique_violation (23505) if a live message of its topic '
     'holds its dedup_key.';
 
@@ -152,16 +165,16 @@ BEGIN
     PERFORM pushpop.require(retry_discarded.max_rows IS NULL OR retry_discarded.max_rows >= 1,
                             'max_rows must be at least 1 (or NULL for all)');
     WITH dead AS MATERIALIZED (
-        SELECT d.id, d.dedup_key, d.state_time, d.seq FROM pushpop.messages AS d
+        SELECT d.id, d.dedup_key, d.ordering_key, d.state_time, d.seq FROM pushpop.messages AS d
         WHERE d.state = 'discarded' AND d.topic = retry_discarded.topic
         ORDER BY d.state_time, d.seq
         LIMIT retry_discarded.max_rows
         FOR UPDATE SKIP LOCKED
-    ), chosen AS (
+    ), eligible AS (
         -- A dedup_key may be live once: a message whose key a live message holds stays
         -- discarded, and of several with one key only the oldest is retried.
-        SELECT c.id FROM (
-            SELECT d.id, d.dedup_key,
+        SELECT c.id, c.ordering_key, c.seq FROM (
+            SELECT d.id, d.dedup_key, d.ordering_key, d.seq,
                    row_number() OVER (PARTITION BY d.dedup_key ORDER BY d.state_time, d.seq) AS n
             FROM dead AS d
         ) AS c
@@ -169,10 +182,23 @@ BEGIN
            OR (c.n = 1 AND NOT EXISTS (
                    SELECT FROM pushpop.messages AS l
                    WHERE l.topic = retry_discarded.topic AND l.dedup_key = c.dedup_key
-                     AND l.state IN ('scheduled', 'ready', 'pending')))
+                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')))
+    ), chosen AS (
+        -- Of the messages of one ordering_key, the first in push order is ready unless the key
+        -- has a live message; the others wait behind it.
+        SELECT e.id,
+               CASE WHEN e.ordering_key IS NULL THEN 'ready'
+                    WHEN row_number() OVER (PARTITION BY e.ordering_key ORDER BY e.seq) = 1
+                         AND NOT EXISTS (
+                             SELECT FROM pushpop.messages AS h
+                             WHERE h.topic = retry_discarded.topic
+                               AND h.ordering_key = e.ordering_key
+                               AND h.state IN ('scheduled', 'ready', 'pending')) THEN 'ready'
+                    ELSE 'blocked' END AS new_state
+        FROM eligible AS e
     )
     UPDATE pushpop.messages AS m
-    SET state = 'ready', state_time = now(), attempts = 0, expires_at = NULL
+    SET state = chosen.new_state, state_time = now(), attempts = 0, expires_at = NULL
     FROM chosen WHERE m.id = chosen.id;
     GET DIAGNOSTICS retried = ROW_COUNT;
     IF retried > 0 AND EXISTS (SELECT FROM pushpop.waiting AS w
@@ -183,21 +209,30 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pushpop.retry_discarded(text, integer) IS
     'retry for the topic''s discarded messages (failed, cancelled and expired ones), oldest first, at '
-    'most max_rows (NULL: all). A message whose dedup_key a live message holds stays discarded. '
+    'most max_rows (NULL: all). A message whose dedup_key a live message holds stays discarded; '
+    'the messages of an ordering_key go back in push order, behind its live message if it has one. '
     'Returns how many it retried.';
 
 CREATE OR REPLACE FUNCTION pushpop.cancel(id uuid)
 RETURNS boolean LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done_topic text;
+    done_key   text;
 BEGIN
     PERFORM pushpop.require(cancel.id IS NOT NULL, 'id must not be NULL');
     -- A pop that holds the row wins: once it commits the message is pending, and untouched here.
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), error = 'cancelled'
-    WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready');
-    RETURN FOUND;
+    WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked')
+    RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
+    IF done_key IS NOT NULL THEN
+        PERFORM pushpop.unblock(ARRAY[done_topic], ARRAY[done_key]);
+    END IF;
+    RETURN done_topic IS NOT NULL;
 END $$;
 COMMENT ON FUNCTION pushpop.cancel(uuid) IS
-    'Discards a ready or scheduled message with error ''cancelled'': it is never delivered. False, and '
+    'Discards a ready, scheduled or blocked message with error ''cancelled'': it is never delivered '
+    '(the next message of its ordering_key takes its place). False, and '
     'nothing changes, for a pending message (its consumer holds it: it finishes or fails as usual), a '
     'finished one, or an unknown id.';

@@ -47,9 +47,11 @@ CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
 RETURNS integer LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    moved   integer;
-    expired integer;
-    topics  text[];
+    moved       integer;
+    expired     integer;
+    topics      text[];
+    done_topics text[];
+    done_keys   text[];
 BEGIN
     WITH lapsed AS MATERIALIZED (
         SELECT p.id FROM pushpop.messages AS p
@@ -65,19 +67,30 @@ BEGIN
                               || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
                     END
         FROM lapsed WHERE m.id = lapsed.id
-        RETURNING m.topic, m.state
+        RETURNING m.topic, m.state, m.ordering_key
     )
-    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready')
-    INTO moved, topics FROM moved_rows AS r;
+    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
+           array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
+           array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
+    INTO moved, topics, done_topics, done_keys FROM moved_rows AS r;
     -- Waiting messages past their expiry: pop passes them by already; this records why.
     WITH dead AS MATERIALIZED (
         SELECT w.id FROM pushpop.messages AS w
         WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
         FOR UPDATE SKIP LOCKED
+    ), expired_rows AS (
+        UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+        FROM dead WHERE m.id = dead.id
+        RETURNING m.topic, m.ordering_key
     )
-    UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
-    FROM dead WHERE m.id = dead.id;
-    GET DIAGNOSTICS expired = ROW_COUNT;
+    SELECT count(*),
+           done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
+           done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
+    INTO expired, done_topics, done_keys FROM expired_rows AS e;
+    -- The next message of each key whose live message ended here takes its place.
+    IF done_keys IS NOT NULL THEN
+        PERFORM pushpop.unblock(done_topics, done_keys);
+    END IF;
     IF topics IS NOT NULL THEN
         PERFORM pushpop.wake(topics);
     END IF;
@@ -86,7 +99,8 @@ END $$;
 COMMENT ON FUNCTION pushpop.requeue_expired() IS
     'Returns every pending message whose lease deadline has passed to the queue, or discards it once '
     'it has used max_attempts (error says why); and discards every message past its expiry, waiting '
-    'or lapsed (error ''expired''). Returns how many messages it moved.';
+    'or lapsed (error ''expired''); the next message of the ordering_key of each one discarded '
+    'becomes ready. Returns how many messages it moved.';
 
 CREATE OR REPLACE FUNCTION pushpop.cleanup(grace interval DEFAULT '1 day', max_rows integer DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql

@@ -120,6 +120,10 @@ COMMENT ON FUNCTION pushpop.topic_grants() IS
 CALL pushpop.lock_down('pushpop.lock_down(regprocedure, text[])');
 CALL pushpop.lock_down('pushpop.require(boolean, text)');
 CALL pushpop.lock_down('pushpop.require_topic(text)');
+CALL pushpop.lock_down('pushpop.require_ordering_key(text)');
+CALL pushpop.lock_down('pushpop.enqueue(text, bytea, interval, integer, uuid, text, integer, interval, jsonb, text, uuid)');
+CALL pushpop.lock_down('pushpop.unblock(text[], text[])');
+CALL pushpop.lock_down('pushpop.unblock_next(text, text)');
 CALL pushpop.lock_down('pushpop.wake(text[])');
 CALL pushpop.lock_down('pushpop.define_setting(text, text, text)');
 CALL pushpop.lock_down('pushpop.topic_grants_in_use()');
@@ -143,9 +147,9 @@ CALL pushpop.lock_down('pushpop.schema_version()',
                        'pushpop_producer', 'pushpop_consumer', 'pushpop_maintainer', 'pushpop_admin');
 
 -- Producers push.
-CALL pushpop.lock_down('pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb)',
+CALL pushpop.lock_down('pushpop.push(text, bytea, interval, integer, uuid, text, integer, interval, jsonb, text)',
                        'pushpop_producer', 'pushpop_admin');
-CALL pushpop.lock_down('pushpop.push_many(text, bytea[], interval, integer, interval, jsonb)',
+CALL pushpop.lock_down('pushpop.push_many(text, bytea[], interval, integer, interval, jsonb, text[])',
                        'pushpop_producer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.max_payload_bytes()', 'pushpop_producer', 'pushpop_admin');
 CALL pushpop.lock_down('pushpop.max_header_bytes()', 'pushpop_producer', 'pushpop_admin');
