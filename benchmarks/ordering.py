@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from pushpop import Client
@@ -76,6 +77,10 @@ def _pop_complete(topic: str) -> Callable[[Client], Op]:
     return make
 
 
+def _empty(env: Env) -> None:
+    data.reset(env)
+
+
 def _keyed_vs_plain_setup(env: Env) -> None:
     s = env.settings
     data.reset(env)
@@ -109,10 +114,47 @@ def _clean(env: Env) -> Values:
     return {"pop_complete_blocked_backlog": with_client(env, _pop_complete("clean"))}
 
 
+def _push(keys: int | None) -> Callable[[Client], Op]:
+    """``client.push``, each with the next of ``keys`` ordering keys (None: no key)."""
+    counter = itertools.count()
+
+    def make(client: Client) -> Op:
+        def op() -> int:
+            n = next(counter)
+            key = None if keys is None else f"key-{n % keys}"
+            client.push("pushed", b"x" * 100, ordering_key=key)
+            return 1
+
+        return op
+
+    return make
+
+
+def _push_keyed(env: Env) -> Values:
+    return {"push_keyed": with_client(env, _push(_keys(env.settings)))}
+
+
+def _push_plain(env: Env) -> Values:
+    return {"push_keyed": with_client(env, _push(None))}
+
+
 def figures(s: Settings) -> list[Figure]:
     """Keyed pop + complete against plain; pop with a million messages blocked behind ten keys."""
     keys = _keys(s)
     return [
+        Figure(
+            "ordered_push",
+            (
+                Metric(
+                    "push_keyed", f"push, {keys:,} keys in turn, {s.threads} producers", "push/s"
+                ),
+            ),
+            _push_keyed,
+            _push_plain,
+            setup=_empty,
+            note=f"each push names the next of {keys:,} ordering keys, so most find their key "
+            "live and wait blocked; baseline: the same pushes without a key",
+        ),
         Figure(
             "ordered_pop",
             (
