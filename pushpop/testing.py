@@ -61,7 +61,7 @@ AnyClient = Client | AsyncClient
 
 _COLUMNS = (
     "id, topic, state, state_time, payload, priority, attempts, max_attempts, NULL::uuid, "
-    "lease_until, created_at, error, dedup_key, headers, expires_at"
+    "lease_until, created_at, error, dedup_key, headers, expires_at, ordering_key"
 )
 
 

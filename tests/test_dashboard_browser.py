@@ -160,7 +160,8 @@ def test_counts_paging_a_message_and_html_shown_as_text(
         still(browser, web.url)
         row = until(browser, 'tr[data-topic="jobs"]')
         cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
-        assert cells[1:6] == ["30", "1", "1", "1", "1"]  # ready, scheduled, pending, dead, done
+        # ready, scheduled, pending, blocked, dead, done
+        assert cells[1:7] == ["30", "1", "1", "0", "1", "1"]
         assert "91 completed, 5 failed" in text(browser, ".chart figcaption")
         xss = browser.find_element(By.CSS_SELECTOR, "tbody tr:first-child td a")
         assert xss.text == XSS
