@@ -6,12 +6,13 @@ SHELL := /bin/bash
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+PEERS_STAMP := $(VENV)/.peers-installed
 
-.PHONY: help venv demo test lint format snapshot bench citus clean distclean
+.PHONY: help venv demo test lint format snapshot bench bench-peers citus clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
 # Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -45,6 +46,19 @@ snapshot: $(STAMP) ## regenerate sql/schema.snapshot.sql from the SQL files
 bench: $(STAMP) ## run the benchmarks (python -m benchmarks)
 	@if [ -d benchmarks ]; then $(PYTHON) -m benchmarks; \
 	else echo "make bench: there is no benchmarks/ folder yet" >&2; exit 1; fi
+
+# The peers' packages (the `peers` extra); again only when pyproject.toml changes.
+$(PEERS_STAMP): $(STAMP) pyproject.toml
+	$(PYTHON) -m pip install --quiet -e '.[peers]'
+	touch $@
+
+bench-peers: $(PEERS_STAMP) ## pushpop against its peers (ARGS=--quick); writes docs/peers.md and .png
+	@if [ ! -e /usr/share/postgresql/15/extension/pgq.control ] && command -v apt-get >/dev/null; then \
+		echo "make bench-peers: installing postgresql-15-pgq3 for the PgQ row"; \
+		apt-get install -y -q postgresql-15-pgq3 || { apt-get update -q && apt-get install -y -q postgresql-15-pgq3; } \
+			|| echo "make bench-peers: could not install postgresql-15-pgq3; the PgQ row will say so" >&2; \
+	fi
+	$(PYTHON) -m benchmarks.peers $(ARGS)
 
 citus: ## build and install Citus from CITUS_SOURCE (default ../shared/vendor/citus) unless installed
 	tools/install_citus.sh
