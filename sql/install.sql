@@ -52,6 +52,11 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 7) AS p
 \ir migrations/0007_ordering_keys.sql
 \endif
 
+SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 8) AS pending \gset
+\if :pending
+\ir migrations/0008_distributable.sql
+\endif
+
 \ir functions/10_basics.sql
 \ir functions/15_subscriptions.sql
 \ir functions/20_push.sql
@@ -65,6 +70,7 @@ SELECT NOT EXISTS (SELECT FROM pushpop.schema_migrations WHERE version = 7) AS p
 \ir functions/70_wakeups.sql
 \ir functions/80_workers.sql
 \ir functions/90_security.sql
+\ir functions/95_distribute.sql
 -- `pushpop migrate` applies the function files again next time: it cannot tell they are current.
 DELETE FROM pushpop.schema_functions;
 

@@ -56,6 +56,7 @@ CREATE TABLE pushpop.messages (
     headers jsonb,
     fanout_of uuid,
     ordering_key text,
+    route integer,
     CONSTRAINT messages_pkey PRIMARY KEY (id)
 ) WITH (fillfactor=80, autovacuum_vacuum_scale_factor=0.01, autovacuum_vacuum_insert_scale_factor=0.01, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0);
 CREATE INDEX messages_blocked ON pushpop.messages USING btree (topic, ordering_key, seq) WHERE (state = 'blocked'::text);
@@ -73,6 +74,7 @@ COMMENT ON COLUMN pushpop.messages.expires_at IS 'The deadline after which the m
 COMMENT ON COLUMN pushpop.messages.headers IS 'The message''s headers: a JSON object of string values, or NULL for none.';
 COMMENT ON COLUMN pushpop.messages.fanout_of IS 'For a copy made by fan-out: the id the push returned, shared by all of its copies.';
 COMMENT ON COLUMN pushpop.messages.ordering_key IS 'Messages of one topic with the same ordering_key are delivered one at a time, in push order.';
+COMMENT ON COLUMN pushpop.messages.route IS 'On a distributed installation (pushpop.distribute): the key its rows are sharded by, pushpop.route_of(topic), the same for every message of a topic. NULL on a single server.';
 
 -- Type pushpop.message
 
@@ -265,6 +267,54 @@ CREATE OR REPLACE FUNCTION pushpop.topics_paused()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.topics_paused() IS 'True while any topic of this database is paused (pushpop.pause): only then does pop look up whether its topic is.';
+
+-- Routine pushpop.distributed()
+
+CREATE OR REPLACE FUNCTION pushpop.distributed()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$SELECT false$function$;
+COMMENT ON FUNCTION pushpop.distributed() IS 'True once pushpop.distribute() has sharded the queue over a Citus cluster: only then do push and pop compute a route, and do the acknowledgements read it from the lease.';
+
+-- Routine pushpop.route_of(text)
+
+CREATE OR REPLACE FUNCTION pushpop.route_of(topic text)
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ('x' || encode(substring(sha256(convert_to(route_of.topic, 'UTF8')) FROM 1 FOR 4),
+                          'hex'))::bit(32)::integer
+$function$;
+COMMENT ON FUNCTION pushpop.route_of(text) IS 'The shard key of a topic on a distributed installation: the same integer for every message of the topic, on every node and PostgreSQL version.';
+
+-- Routine pushpop.new_lease(integer)
+
+CREATE OR REPLACE FUNCTION pushpop.new_lease(route integer)
+ RETURNS uuid
+ LANGUAGE sql
+ STRICT SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT overlay(gen_random_uuid()::text PLACING lpad(to_hex(new_lease.route), 8, '0')
+                   FROM 1 FOR 8)::uuid
+$function$;
+COMMENT ON FUNCTION pushpop.new_lease(integer) IS 'A fresh token whose first 4 bytes are route, so that an acknowledgement, which names only (id, lease), is routed to the shard of its message; the other 12 bytes are random.';
+
+-- Routine pushpop.lease_route(uuid)
+
+CREATE OR REPLACE FUNCTION pushpop.lease_route(lease uuid)
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ('x' || left(lease_route.lease::text, 8))::bit(32)::integer
+$function$;
+COMMENT ON FUNCTION pushpop.lease_route(uuid) IS 'The route that a token made by pushpop.new_lease carries: the shard key of its message.';
 
 -- Routine pushpop.topic_grants_in_use()
 
@@ -583,6 +633,9 @@ CREATE OR REPLACE FUNCTION pushpop.enqueue(topic text, payload bytea, delay inte
 AS $function$
 DECLARE
     first_state text := CASE WHEN enqueue.delay > interval '0' THEN 'scheduled' ELSE 'ready' END;
+    -- NULL on a single server; on a distributed one, every statement below names it, so it
+    -- runs on the one node that holds the topic.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(enqueue.topic) END;
     got         uuid;
     taken_by    text;
 BEGIN
@@ -591,15 +644,17 @@ BEGIN
             PERFORM FROM pushpop.messages AS h
             WHERE h.topic = enqueue.topic AND h.ordering_key = enqueue.ordering_key
               AND h.state IN ('scheduled', 'ready', 'pending')
+              AND (NOT pushpop.distributed() OR h.route = topic_route)
             FOR SHARE;
             first_state := CASE WHEN FOUND THEN 'blocked'
                                 WHEN enqueue.delay > interval '0' THEN 'scheduled'
                                 ELSE 'ready' END;
         END IF;
         INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+            (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
              expires_at, headers, ordering_key, fanout_of)
-        VALUES (enqueue.id, enqueue.topic, first_state, now() + enqueue.delay, enqueue.priority,
+        VALUES (enqueue.id, topic_route, enqueue.topic, first_state, now() + enqueue.delay,
+                enqueue.priority,
                 enqueue.max_attempts, enqueue.dedup_key, enqueue.payload,
                 now() + enqueue.expires_in, enqueue.headers, enqueue.ordering_key,
                 enqueue.fanout_of)
@@ -614,7 +669,9 @@ BEGIN
         END IF;
         -- Nothing inserted: this id exists already, a live message holds the dedup_key, or
         -- another push of the key became its head in between.
-        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = enqueue.id;
+        -- On a distributed installation an id is unique per topic only: the topic's shard.
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m
+        WHERE m.id = enqueue.id AND (NOT pushpop.distributed() OR m.route = topic_route);
         IF taken_by IS DISTINCT FROM enqueue.topic AND got IS NOT NULL THEN
             -- Idempotency is per topic: a message of another topic is no copy of this one.
             PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
@@ -623,7 +680,8 @@ BEGIN
         IF got IS NULL AND enqueue.dedup_key IS NOT NULL THEN
             SELECT m.id INTO got FROM pushpop.messages AS m
             WHERE m.topic = enqueue.topic AND m.dedup_key = enqueue.dedup_key
-              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked');
+              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked')
+              AND (NOT pushpop.distributed() OR m.route = topic_route);
         END IF;
         IF got IS NOT NULL THEN
             RETURN got;
@@ -674,6 +732,11 @@ BEGIN
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push.topic);
     END IF;
+    -- On a distributed installation the ids made here carry the topic's route in their first
+    -- bytes, so find() looks in one shard first.
+    IF pushpop.distributed() AND push.id IS NULL THEN
+        new_id := pushpop.new_lease(pushpop.route_of(push.topic));
+    END IF;
     IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
         RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
             octet_length(push.payload), pushpop.max_payload_bytes()
@@ -687,9 +750,11 @@ BEGIN
         IF push.ordering_key IS NULL THEN
             -- The common case, inline: one insert. enqueue sorts out a conflict.
             INSERT INTO pushpop.messages AS m
-                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
                  expires_at, headers)
-            VALUES (new_id, push.topic,
+            -- The route: NULL on a single server (folded into the plan), else the topic's.
+            VALUES (new_id, CASE WHEN pushpop.distributed() THEN pushpop.route_of(push.topic) END,
+                    push.topic,
                     CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
                     now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
                     push.payload, now() + push.expires_in, push.headers)
@@ -732,9 +797,10 @@ BEGIN
         RETURN new_id;
     END IF;
     INSERT INTO pushpop.messages
-        (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+        (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
          expires_at, headers, fanout_of)
-    SELECT gen_random_uuid(), s.subscriber,
+    SELECT gen_random_uuid(),
+           CASE WHEN pushpop.distributed() THEN pushpop.route_of(s.subscriber) END, s.subscriber,
            CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
            now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
            push.payload, now() + push.expires_in, push.headers, new_id
@@ -762,6 +828,9 @@ DECLARE
     too_big     record;
     subscribers text[];
     new_id      uuid;
+    -- NULL on a single server; on a distributed one the topic's shard key.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(push_many.topic) END;
+    ids         uuid[];
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -813,7 +882,8 @@ BEGIN
     IF cardinality(array_remove(push_many.ordering_keys, NULL)) > 0 THEN
         -- Keyed messages one at a time, in input order: each may be blocked behind the last.
         FOR n IN 1 .. cardinality(push_many.payloads) LOOP
-            new_id := gen_random_uuid();
+            new_id := CASE WHEN pushpop.distributed() THEN pushpop.new_lease(topic_route)
+                           ELSE gen_random_uuid() END;
             IF subscribers IS NULL THEN
                 -- 25: the max_attempts push_many gives every message (the table's default).
                 RETURN NEXT pushpop.enqueue(push_many.topic, push_many.payloads[n], push_many.delay,
@@ -839,8 +909,11 @@ BEGIN
             FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
         ), inserted AS (
             INSERT INTO pushpop.messages
-                (id, topic, state, state_time, priority, payload, expires_at, headers, fanout_of)
-            SELECT gen_random_uuid(), s.subscriber,
+                (id, route, topic, state, state_time, priority, payload, expires_at, headers,
+                 fanout_of)
+            SELECT gen_random_uuid(),
+                   CASE WHEN pushpop.distributed() THEN pushpop.route_of(s.subscriber) END,
+                   s.subscriber,
                    CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
                    now() + push_many.delay, push_many.priority, i.payload,
                    now() + push_many.expires_in, push_many.headers, i.id
@@ -851,6 +924,26 @@ BEGIN
         IF FOUND AND push_many.delay = interval '0'
            AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
             PERFORM pushpop.wake(subscribers);
+        END IF;
+        RETURN;
+    END IF;
+    IF pushpop.distributed() THEN
+        -- The ids first: Citus would run an INSERT that calls a volatile function through
+        -- intermediate results sent to every node. So the insert names one route, one node.
+        ids := ARRAY(SELECT pushpop.new_lease(topic_route)
+                     FROM generate_series(1, cardinality(push_many.payloads)));
+        INSERT INTO pushpop.messages
+            (id, route, topic, state, state_time, priority, payload, expires_at, headers)
+        SELECT i.id, topic_route, push_many.topic,
+               CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+               now() + push_many.delay, push_many.priority, i.payload,
+               now() + push_many.expires_in, push_many.headers
+        FROM unnest(ids, push_many.payloads) WITH ORDINALITY AS i(id, payload, n)
+        ORDER BY i.n;
+        RETURN QUERY SELECT i.id FROM unnest(ids) WITH ORDINALITY AS i(id, n) ORDER BY i.n;
+        IF cardinality(ids) > 0 AND push_many.delay = interval '0'
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push_many.topic) THEN
+            PERFORM pushpop.wake(ARRAY[push_many.topic]);
         END IF;
         RETURN;
     END IF;
@@ -886,7 +979,13 @@ CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '0
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    picked uuid[];
+    -- NULL on a single server, where every route condition below folds away. On a distributed
+    -- installation each statement names the topic's route, so it runs on the one node that
+    -- holds the topic, and the leases carry it for the acknowledgements (new_lease).
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(pop.topic) END;
+    fresh       uuid;
+    picked      uuid[];
+    leases      uuid[];
 BEGIN
     IF NOT coalesce(length(pop.topic) BETWEEN 1 AND 255 AND pop.lease_for > interval '0'
                     AND pop.max_messages >= 1, false) THEN
@@ -907,25 +1006,32 @@ BEGIN
     -- Scheduled messages that are due join the ready ones, all of them, so the order of
     -- delivery holds however many fall due at once.
     IF EXISTS (SELECT FROM pushpop.messages AS s
-               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
+               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+                 AND (NOT pushpop.distributed() OR s.route = topic_route)) THEN
         WITH due AS MATERIALIZED (
             SELECT s.id FROM pushpop.messages AS s
             WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+              AND (NOT pushpop.distributed() OR s.route = topic_route)
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pushpop.messages AS m SET state = 'ready'
-        FROM due WHERE m.id = due.id;
+        FROM due WHERE m.id = due.id AND (NOT pushpop.distributed() OR m.route = topic_route);
     END IF;
 
-    -- One message: a single UPDATE of the row its sub-select locks, planned once.
+    -- One message: a single UPDATE of the row its sub-select locks, planned once. Its lease is
+    -- made first: Citus refuses a volatile function in an UPDATE of a distributed table.
     IF pop.max_messages = 1 THEN
+        fresh := CASE WHEN pushpop.distributed() THEN pushpop.new_lease(topic_route)
+                      ELSE gen_random_uuid() END;
         RETURN QUERY
         UPDATE pushpop.messages AS m
         SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
-            attempts = m.attempts + 1, lease = gen_random_uuid()
-        WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
+            attempts = m.attempts + 1, lease = fresh
+        WHERE (NOT pushpop.distributed() OR m.route = topic_route)
+          AND m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
                         AND (r.expires_at IS NULL OR r.expires_at > now())
+                        AND (NOT pushpop.distributed() OR r.route = topic_route)
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
@@ -939,9 +1045,32 @@ BEGIN
     picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
                     WHERE r.state = 'ready' AND r.topic = pop.topic
                       AND (r.expires_at IS NULL OR r.expires_at > now())
+                      AND (NOT pushpop.distributed() OR r.route = topic_route)
                     ORDER BY r.priority DESC, r.state_time, r.seq
                     LIMIT pop.max_messages
                     FOR UPDATE SKIP LOCKED);
+    IF pushpop.distributed() THEN
+        -- The leases first, as for one message; the UPDATE names the route.
+        leases := ARRAY(SELECT pushpop.new_lease(topic_route)
+                        FROM generate_series(1, cardinality(picked)));
+        RETURN QUERY
+        WITH taken AS (
+            UPDATE pushpop.messages AS m
+            SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
+                attempts = m.attempts + 1, lease = p.lease
+            FROM unnest(picked, leases) AS p(id, lease)
+            WHERE m.route = topic_route AND m.id = p.id
+            RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                      m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                      m.headers, m.expires_at, m.ordering_key
+        )
+        SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
+               t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
+               t.headers, t.expires_at, t.ordering_key
+        FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
+        ORDER BY p.n;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH taken AS (
         UPDATE pushpop.messages AS m
@@ -974,7 +1103,24 @@ DECLARE
     found_ integer;
     moved  integer;
     woken  text[];
+    -- Citus refuses a function other than IMMUTABLE inside CASE in an UPDATE.
+    at_    timestamptz := now();
+    -- On a distributed installation each call handles the keys of one topic (below), so each
+    -- statement names one route.
+    one_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(unblock.topics[1]) END;
+    one_topic text;
 BEGIN
+    IF pushpop.distributed()
+       AND EXISTS (SELECT FROM unnest(unblock.topics) AS t WHERE t <> unblock.topics[1]) THEN
+        FOR one_topic IN SELECT DISTINCT t FROM unnest(unblock.topics) AS t LOOP
+            PERFORM pushpop.unblock(
+                ARRAY(SELECT f.topic FROM unnest(unblock.topics, unblock.ordering_keys) AS f(topic, k)
+                      WHERE f.topic = one_topic),
+                ARRAY(SELECT f.k FROM unnest(unblock.topics, unblock.ordering_keys) AS f(topic, k)
+                      WHERE f.topic = one_topic));
+        END LOOP;
+        RETURN;
+    END IF;
     LOOP
         WITH freed AS (
             SELECT DISTINCT f.topic, f.ordering_key
@@ -982,17 +1128,20 @@ BEGIN
             WHERE f.ordering_key IS NOT NULL
               AND NOT EXISTS (SELECT FROM pushpop.messages AS h
                               WHERE h.topic = f.topic AND h.ordering_key = f.ordering_key
-                                AND h.state IN ('scheduled', 'ready', 'pending'))
+                                AND h.state IN ('scheduled', 'ready', 'pending')
+                                AND (NOT pushpop.distributed() OR h.route = one_route))
         ), next AS MATERIALIZED (
             SELECT n.id FROM freed AS f
             CROSS JOIN LATERAL (SELECT b.id FROM pushpop.messages AS b
                                 WHERE b.state = 'blocked' AND b.topic = f.topic
                                   AND b.ordering_key = f.ordering_key
+                                  AND (NOT pushpop.distributed() OR b.route = one_route)
                                 ORDER BY b.seq LIMIT 1) AS n
         ), moved_rows AS (
             UPDATE pushpop.messages AS m
-            SET state = CASE WHEN m.state_time > now() THEN 'scheduled' ELSE 'ready' END
+            SET state = CASE WHEN m.state_time > at_ THEN 'scheduled' ELSE 'ready' END
             FROM next WHERE m.id = next.id AND m.state = 'blocked'
+              AND (NOT pushpop.distributed() OR m.route = one_route)
             RETURNING m.topic, m.state
         )
         SELECT (SELECT count(*) FROM next), count(*),
@@ -1017,14 +1166,17 @@ CREATE OR REPLACE FUNCTION pushpop.unblock_next(topic text, ordering_key text)
 AS $function$
 DECLARE
     next_state text;
+    at_        timestamptz := now();
+    key_route  integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(unblock_next.topic) END;
 BEGIN
     UPDATE pushpop.messages AS m
-    SET state = CASE WHEN m.state_time > now() THEN 'scheduled' ELSE 'ready' END
+    SET state = CASE WHEN m.state_time > at_ THEN 'scheduled' ELSE 'ready' END
     WHERE m.id = (SELECT b.id FROM pushpop.messages AS b
                   WHERE b.state = 'blocked' AND b.topic = unblock_next.topic
                     AND b.ordering_key = unblock_next.ordering_key
+                    AND (NOT pushpop.distributed() OR b.route = key_route)
                   ORDER BY b.seq LIMIT 1)
-      AND m.state = 'blocked'
+      AND m.state = 'blocked' AND (NOT pushpop.distributed() OR m.route = key_route)
     RETURNING m.state INTO next_state;
     IF next_state = 'ready' THEN
         IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = unblock_next.topic) THEN
@@ -1051,6 +1203,7 @@ BEGIN
     UPDATE pushpop.messages AS m
     SET state = 'completed', state_time = now(), lease = NULL
     WHERE m.id = complete.id AND m.lease = complete.lease
+      AND (NOT pushpop.distributed() OR m.route = pushpop.lease_route(complete.lease))
     RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
     IF done_key IS NOT NULL THEN
         PERFORM pushpop.unblock_next(done_topic, done_key);
@@ -1073,12 +1226,42 @@ DECLARE
     done        boolean[];
     done_topics text[];
     done_keys   text[];
+    one_route   integer;
+    row_        record;
 BEGIN
     IF NOT coalesce(cardinality(complete_many.ids) = cardinality(complete_many.leases), false) THEN
         PERFORM pushpop.require(complete_many.ids IS NOT NULL, 'ids must not be NULL');
         PERFORM pushpop.require(complete_many.leases IS NOT NULL, 'leases must not be NULL');
         PERFORM pushpop.require(false, format('ids and leases must be as long as each other, got %s and %s',
                                               cardinality(complete_many.ids), cardinality(complete_many.leases)));
+    END IF;
+    IF pushpop.distributed() THEN
+        -- One statement per route the leases carry: a batch popped from one topic is one
+        -- statement on one node.
+        done := array_fill(false, ARRAY[cardinality(complete_many.ids)]);
+        FOR one_route IN SELECT DISTINCT pushpop.lease_route(l) FROM unnest(complete_many.leases) AS l
+                         WHERE l IS NOT NULL LOOP
+            FOR row_ IN
+                WITH completed AS (
+                    UPDATE pushpop.messages AS m
+                    SET state = 'completed', state_time = now(), lease = NULL
+                    FROM unnest(complete_many.ids, complete_many.leases) WITH ORDINALITY AS d(id, lease, n)
+                    WHERE m.route = one_route AND m.id = d.id AND m.lease = d.lease
+                    RETURNING d.n, m.topic, m.ordering_key
+                )
+                SELECT c.n, c.topic, c.ordering_key FROM completed AS c
+            LOOP
+                done[row_.n] := true;
+                IF row_.ordering_key IS NOT NULL THEN
+                    done_topics := done_topics || row_.topic;
+                    done_keys := done_keys || row_.ordering_key;
+                END IF;
+            END LOOP;
+        END LOOP;
+        IF done_keys IS NOT NULL THEN
+            PERFORM pushpop.unblock(done_topics, done_keys);
+        END IF;
+        RETURN done;
     END IF;
     WITH completed AS (
         UPDATE pushpop.messages AS m
@@ -1118,6 +1301,7 @@ BEGIN
     SET state = 'discarded', state_time = now(), lease = NULL,
         error = coalesce(discard.reason, m.error)
     WHERE m.id = discard.id AND m.lease = discard.lease
+      AND (NOT pushpop.distributed() OR m.route = pushpop.lease_route(discard.lease))
     RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
     IF done_key IS NOT NULL THEN
         PERFORM pushpop.unblock_next(done_topic, done_key);
@@ -1147,6 +1331,7 @@ BEGIN
         state_time = now() + defer.delay, lease = NULL,
         error = coalesce(defer.reason, m.error)
     WHERE m.id = defer.id AND m.lease = defer.lease
+      AND (NOT pushpop.distributed() OR m.route = pushpop.lease_route(defer.lease))
     RETURNING m.topic INTO deferred_topic;
     IF deferred_topic IS NULL THEN
         RETURN false;
@@ -1175,7 +1360,8 @@ BEGIN
     END IF;
     UPDATE pushpop.messages AS m
     SET lease_until = now() + extend.lease_for
-    WHERE m.id = extend.id AND m.lease = extend.lease;
+    WHERE m.id = extend.id AND m.lease = extend.lease
+      AND (NOT pushpop.distributed() OR m.route = pushpop.lease_route(extend.lease));
     RETURN FOUND;
 END $function$;
 COMMENT ON FUNCTION pushpop.extend(uuid,uuid,interval) IS 'Moves the lease deadline of a pending message to now() + lease_for. Fenced: false unless the message is pending under this lease.';
@@ -1186,10 +1372,49 @@ GRANT EXECUTE ON ROUTINE pushpop.extend(uuid,uuid,interval) TO pushpop_consumer;
 
 CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
  RETURNS SETOF pushpop.message
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    found_ pushpop.message;
+    any_   boolean := false;
+BEGIN
+    IF pushpop.distributed() THEN
+        FOR found_ IN
+            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+                   m.created_at, m.error, m.dedup_key,
+                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+                   m.ordering_key
+            FROM pushpop.messages AS m
+            WHERE m.route = pushpop.lease_route(find.id) AND m.id = find.id
+        LOOP
+            any_ := true;
+            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+                RETURN NEXT found_;
+            END IF;
+        END LOOP;
+        IF any_ THEN
+            RETURN;
+        END IF;
+        FOR found_ IN
+            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+                   m.created_at, m.error, m.dedup_key,
+                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+                   m.ordering_key
+            FROM pushpop.messages AS m
+            WHERE m.id = find.id OR m.fanout_of = find.id
+            ORDER BY m.topic
+        LOOP
+            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+                RETURN NEXT found_;
+            END IF;
+        END LOOP;
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT m.id, m.topic,
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
@@ -1199,8 +1424,8 @@ AS $function$
     FROM pushpop.messages AS m
     WHERE (m.id = find.id OR m.fanout_of = find.id)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
-    ORDER BY m.topic
-$function$;
+    ORDER BY m.topic;
+END $function$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up, or its topic is not granted to the caller); for the id of a push that fanned out, its copies, one row per subscriber topic in topic order. Its lease token is never shown: only the consumer that popped it holds it.';
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_consumer;
@@ -1269,10 +1494,30 @@ GRANT EXECUTE ON ROUTINE pushpop.schema_version() TO pushpop_producer;
 
 CREATE OR REPLACE FUNCTION pushpop.throughput(since interval DEFAULT '01:00:00'::interval, topic text DEFAULT NULL::text)
  RETURNS TABLE(minute timestamp with time zone, completed bigint, discarded bigint)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+BEGIN
+    IF pushpop.distributed() THEN
+        RETURN QUERY
+        WITH per_topic AS MATERIALIZED (
+            SELECT date_trunc('minute', f.state_time) AS at_minute, f.topic AS of_topic,
+                   count(*) FILTER (WHERE f.state = 'completed') AS n_completed,
+                   count(*) FILTER (WHERE f.state = 'discarded') AS n_discarded
+            FROM pushpop.messages AS f
+            WHERE f.state IN ('completed', 'discarded') AND f.state_time > now() - throughput.since
+              AND (throughput.topic IS NULL OR f.topic = throughput.topic)
+            GROUP BY 1, 2
+        )
+        SELECT t.at_minute, sum(t.n_completed)::bigint, sum(t.n_discarded)::bigint
+        FROM per_topic AS t
+        WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', t.of_topic)
+        GROUP BY 1
+        ORDER BY 1;
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT date_trunc('minute', f.state_time),
            count(*) FILTER (WHERE f.state = 'completed'),
            count(*) FILTER (WHERE f.state = 'discarded')
@@ -1281,8 +1526,8 @@ AS $function$
       AND (throughput.topic IS NULL OR f.topic = throughput.topic)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', f.topic))
     GROUP BY 1
-    ORDER BY 1
-$function$;
+    ORDER BY 1;
+END $function$;
 COMMENT ON FUNCTION pushpop.throughput(interval,text) IS 'Per minute of the last since (one hour by default): how many messages were completed and discarded, of one topic or of all (NULL) the caller may see. Minutes with none are left out. Messages deleted by cleanup no longer count.';
 GRANT EXECUTE ON ROUTINE pushpop.throughput(interval,text) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.throughput(interval,text) TO pushpop_consumer;
@@ -1378,7 +1623,8 @@ BEGIN
     END IF;
     IF browse.after IS NOT NULL THEN
         SELECT m.state, m.priority, m.state_time, m.seq INTO c_state, c_priority, c_time, c_seq
-        FROM pushpop.messages AS m WHERE m.id = browse.after AND m.topic = browse.topic;
+        FROM pushpop.messages AS m WHERE m.id = browse.after AND m.topic = browse.topic
+          AND (NOT pushpop.distributed() OR m.route = pushpop.route_of(browse.topic));
         PERFORM pushpop.require(c_state IS NOT NULL,
                                 format('after must be the id of a message of topic %s; there is '
                                        'no message %s in it (any more)',
@@ -1398,7 +1644,9 @@ BEGIN
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
-            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority = c_priority
+            WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
+              AND r.priority = c_priority
               AND (r.state_time, r.seq) > (c_time, c_seq)
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
@@ -1410,7 +1658,9 @@ BEGIN
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
-            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority < c_priority
+            WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
+              AND r.priority < c_priority
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
         ELSIF wanted = 'ready' THEN
@@ -1420,6 +1670,7 @@ BEGIN
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
         ELSIF resuming THEN
@@ -1430,7 +1681,9 @@ BEGIN
                    CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
                    o.ordering_key
             FROM pushpop.messages AS o
-            WHERE o.state = wanted AND o.topic = browse.topic AND o.state_time >= c_time
+            WHERE o.state = wanted AND o.topic = browse.topic
+              AND (NOT pushpop.distributed() OR o.route = pushpop.route_of(browse.topic))
+              AND o.state_time >= c_time
               AND (o.state_time, o.seq) > (c_time, c_seq)
             ORDER BY o.state_time, o.seq
             LIMIT left_;
@@ -1442,6 +1695,7 @@ BEGIN
                    o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic
+              AND (NOT pushpop.distributed() OR o.route = pushpop.route_of(browse.topic))
             ORDER BY o.state_time, o.seq
             LIMIT left_;
         END IF;
@@ -1465,18 +1719,27 @@ AS $function$
 DECLARE
     retried_topic text;
     retried_state text;
+    -- NULL on a single server. On a distributed one the message's route, read without a lock
+    -- from every shard, so that the UPDATE below runs on one.
+    id_route      integer;
 BEGIN
     PERFORM pushpop.require(retry.id IS NOT NULL, 'id must not be NULL');
+    IF pushpop.distributed() THEN
+        SELECT m.route INTO id_route FROM pushpop.messages AS m
+        WHERE m.id = retry.id AND m.state = 'discarded' LIMIT 1;
+    END IF;
     BEGIN
         -- A message of a key that has a live message waits behind it, next in line.
         UPDATE pushpop.messages AS m
         SET state = CASE WHEN m.ordering_key IS NOT NULL AND EXISTS (
                              SELECT FROM pushpop.messages AS h
                              WHERE h.topic = m.topic AND h.ordering_key = m.ordering_key
-                               AND h.state IN ('scheduled', 'ready', 'pending'))
+                               AND h.state IN ('scheduled', 'ready', 'pending')
+                               AND (NOT pushpop.distributed() OR h.route = id_route))
                          THEN 'blocked' ELSE 'ready' END,
             state_time = now(), attempts = 0, expires_at = NULL
         WHERE m.id = retry.id AND m.state = 'discarded'
+          AND (NOT pushpop.distributed() OR m.route = id_route)
         RETURNING m.topic, m.state INTO retried_topic, retried_state;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'pushpop: message % cannot be retried: a live message of its topic holds its '
@@ -1504,7 +1767,9 @@ CREATE OR REPLACE FUNCTION pushpop.retry_discarded(topic text, max_rows integer 
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    retried integer;
+    retried     integer;
+    -- NULL on a single server; on a distributed one each statement names the topic's route.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(retry_discarded.topic) END;
 BEGIN
     PERFORM pushpop.require_topic(retry_discarded.topic);
     PERFORM pushpop.require(retry_discarded.max_rows IS NULL OR retry_discarded.max_rows >= 1,
@@ -1512,6 +1777,7 @@ BEGIN
     WITH dead AS MATERIALIZED (
         SELECT d.id, d.dedup_key, d.ordering_key, d.state_time, d.seq FROM pushpop.messages AS d
         WHERE d.state = 'discarded' AND d.topic = retry_discarded.topic
+          AND (NOT pushpop.distributed() OR d.route = topic_route)
         ORDER BY d.state_time, d.seq
         LIMIT retry_discarded.max_rows
         FOR UPDATE SKIP LOCKED
@@ -1527,7 +1793,8 @@ BEGIN
            OR (c.n = 1 AND NOT EXISTS (
                    SELECT FROM pushpop.messages AS l
                    WHERE l.topic = retry_discarded.topic AND l.dedup_key = c.dedup_key
-                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')))
+                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')
+                     AND (NOT pushpop.distributed() OR l.route = topic_route)))
     ), chosen AS (
         -- Of the messages of one ordering_key, the first in push order is ready unless the key
         -- has a live message; the others wait behind it.
@@ -1538,13 +1805,14 @@ BEGIN
                              SELECT FROM pushpop.messages AS h
                              WHERE h.topic = retry_discarded.topic
                                AND h.ordering_key = e.ordering_key
-                               AND h.state IN ('scheduled', 'ready', 'pending')) THEN 'ready'
+                               AND h.state IN ('scheduled', 'ready', 'pending')
+                               AND (NOT pushpop.distributed() OR h.route = topic_route)) THEN 'ready'
                     ELSE 'blocked' END AS new_state
         FROM eligible AS e
     )
     UPDATE pushpop.messages AS m
     SET state = chosen.new_state, state_time = now(), attempts = 0, expires_at = NULL
-    FROM chosen WHERE m.id = chosen.id;
+    FROM chosen WHERE m.id = chosen.id AND (NOT pushpop.distributed() OR m.route = topic_route);
     GET DIAGNOSTICS retried = ROW_COUNT;
     IF retried > 0 AND EXISTS (SELECT FROM pushpop.waiting AS w
                                WHERE w.topic = retry_discarded.topic) THEN
@@ -1566,12 +1834,19 @@ AS $function$
 DECLARE
     done_topic text;
     done_key   text;
+    -- NULL on a single server; on a distributed one the message's route (as in retry).
+    id_route   integer;
 BEGIN
     PERFORM pushpop.require(cancel.id IS NOT NULL, 'id must not be NULL');
+    IF pushpop.distributed() THEN
+        SELECT m.route INTO id_route FROM pushpop.messages AS m
+        WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked') LIMIT 1;
+    END IF;
     -- A pop that holds the row wins: once it commits the message is pending, and untouched here.
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), error = 'cancelled'
     WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked')
+      AND (NOT pushpop.distributed() OR m.route = id_route)
     RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
     IF done_key IS NOT NULL THEN
         PERFORM pushpop.unblock(ARRAY[done_topic], ARRAY[done_key]);
@@ -1631,46 +1906,71 @@ CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    moved       integer;
-    expired     integer;
+    moved       integer := 0;
+    expired     integer := 0;
+    here        integer;
+    found_      text[];
     topics      text[];
     done_topics text[];
     done_keys   text[];
+    -- Citus refuses a function other than IMMUTABLE inside CASE in an UPDATE: now() and
+    -- format() become a variable and ||.
+    at_         timestamptz := now();
+    one_route   integer;
 BEGIN
-    WITH lapsed AS MATERIALIZED (
-        SELECT p.id FROM pushpop.messages AS p
-        WHERE p.state = 'pending' AND p.lease_until < now()
-        FOR UPDATE SKIP LOCKED
-    ), moved_rows AS (
-        UPDATE pushpop.messages AS m
-        SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= now()
-                         THEN 'discarded' ELSE 'ready' END,
-            state_time = now(), lease = NULL,
-            error = CASE WHEN m.expires_at <= now() THEN 'expired'
-                         ELSE format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
-                              || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
-                    END
-        FROM lapsed WHERE m.id = lapsed.id
-        RETURNING m.topic, m.state, m.ordering_key
-    )
-    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
-           array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
-           array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
-    INTO moved, topics, done_topics, done_keys FROM moved_rows AS r;
-    -- Waiting messages past their expiry: pop passes them by already; this records why.
-    WITH dead AS MATERIALIZED (
-        SELECT w.id FROM pushpop.messages AS w
-        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
-        FOR UPDATE SKIP LOCKED
-    ), expired_rows AS (
-        UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
-        FROM dead WHERE m.id = dead.id
-        RETURNING m.topic, m.ordering_key
-    )
-    SELECT count(*),
-           done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
-           done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
-    INTO expired, done_topics, done_keys FROM expired_rows AS e;
+    -- A single server makes one pass over every route (NULL: the conditions on it fold away).
+    -- A distributed installation locks rows only in statements on one shard, so it makes one
+    -- pass per route that has work, found without locks over every shard.
+    FOREACH one_route IN ARRAY
+        CASE WHEN pushpop.distributed()
+             THEN ARRAY(SELECT p.route FROM pushpop.messages AS p
+                        WHERE p.state = 'pending' AND p.lease_until < now()
+                        UNION
+                        SELECT w.route FROM pushpop.messages AS w
+                        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready'))
+             ELSE ARRAY[NULL::integer] END
+    LOOP
+        WITH lapsed AS MATERIALIZED (
+            SELECT p.id FROM pushpop.messages AS p
+            WHERE p.state = 'pending' AND p.lease_until < now()
+              AND (NOT pushpop.distributed() OR p.route = one_route)
+            FOR UPDATE SKIP LOCKED
+        ), moved_rows AS (
+            UPDATE pushpop.messages AS m
+            SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= at_
+                             THEN 'discarded' ELSE 'ready' END,
+                state_time = at_, lease = NULL,
+                error = CASE WHEN m.expires_at <= at_ THEN 'expired'
+                             ELSE 'lease expired on attempt ' || m.attempts::text || ' of '
+                                  || m.max_attempts::text
+                                  || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
+                        END
+            FROM lapsed WHERE m.id = lapsed.id AND (NOT pushpop.distributed() OR m.route = one_route)
+            RETURNING m.topic, m.state, m.ordering_key
+        )
+        SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
+               done_topics || array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
+               done_keys || array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
+        INTO here, found_, done_topics, done_keys FROM moved_rows AS r;
+        moved := moved + here;
+        topics := topics || found_;
+        -- Waiting messages past their expiry: pop passes them by already; this records why.
+        WITH dead AS MATERIALIZED (
+            SELECT w.id FROM pushpop.messages AS w
+            WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
+              AND (NOT pushpop.distributed() OR w.route = one_route)
+            FOR UPDATE SKIP LOCKED
+        ), expired_rows AS (
+            UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+            FROM dead WHERE m.id = dead.id AND (NOT pushpop.distributed() OR m.route = one_route)
+            RETURNING m.topic, m.ordering_key
+        )
+        SELECT count(*),
+               done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
+               done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
+        INTO here, done_topics, done_keys FROM expired_rows AS e;
+        expired := expired + here;
+    END LOOP;
     -- The next message of each key whose live message ended here takes its place.
     IF done_keys IS NOT NULL THEN
         PERFORM pushpop.unblock(done_topics, done_keys);
@@ -1693,20 +1993,38 @@ CREATE OR REPLACE FUNCTION pushpop.cleanup(grace interval DEFAULT '1 day'::inter
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    deleted integer;
+    deleted   integer := 0;
+    here      integer;
+    one_route integer;
 BEGIN
     PERFORM pushpop.require(cleanup.grace >= interval '0', 'grace must be zero or positive');
     PERFORM pushpop.require(cleanup.max_rows IS NULL OR cleanup.max_rows >= 1,
                             'max_rows must be at least 1 (or NULL for all)');
-    WITH old AS MATERIALIZED (
-        SELECT f.id FROM pushpop.messages AS f
-        WHERE f.state IN ('completed', 'discarded') AND f.state_time < now() - cleanup.grace
-        ORDER BY f.state_time
-        LIMIT cleanup.max_rows
-        FOR UPDATE SKIP LOCKED
-    )
-    DELETE FROM pushpop.messages AS m USING old WHERE m.id = old.id;
-    GET DIAGNOSTICS deleted = ROW_COUNT;
+    -- One pass on a single server (NULL: the conditions on the route fold away). On a
+    -- distributed installation one per route, in the order of their oldest finished message:
+    -- the oldest rows anywhere go first, and one topic's backlog never hides another's.
+    FOREACH one_route IN ARRAY
+        CASE WHEN pushpop.distributed()
+             THEN ARRAY(SELECT f.route FROM pushpop.messages AS f
+                        WHERE f.state IN ('completed', 'discarded')
+                          AND f.state_time < now() - cleanup.grace
+                        GROUP BY f.route ORDER BY min(f.state_time))
+             ELSE ARRAY[NULL::integer] END
+    LOOP
+        EXIT WHEN deleted >= cleanup.max_rows;
+        WITH old AS MATERIALIZED (
+            SELECT f.id FROM pushpop.messages AS f
+            WHERE f.state IN ('completed', 'discarded') AND f.state_time < now() - cleanup.grace
+              AND (NOT pushpop.distributed() OR f.route = one_route)
+            ORDER BY f.state_time
+            LIMIT cleanup.max_rows - deleted
+            FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM pushpop.messages AS m USING old
+        WHERE m.id = old.id AND (NOT pushpop.distributed() OR m.route = one_route);
+        GET DIAGNOSTICS here = ROW_COUNT;
+        deleted := deleted + here;
+    END LOOP;
     RETURN deleted;
 END $function$;
 COMMENT ON FUNCTION pushpop.cleanup(interval,integer) IS 'Deletes completed and discarded messages that finished more than grace ago, oldest first, at most max_rows (NULL: all). Call it repeatedly with a max_rows such as 10000, each call its own transaction, to keep locks short. Returns how many it deleted.';
@@ -1725,7 +2043,9 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM pushpop.require_topic(purge.topic);
-    DELETE FROM pushpop.messages AS m WHERE m.topic = purge.topic AND m.state <> 'pending';
+    DELETE FROM pushpop.messages AS m
+    WHERE m.topic = purge.topic AND m.state <> 'pending'
+      AND (NOT pushpop.distributed() OR m.route = pushpop.route_of(purge.topic));
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END $function$;
@@ -2119,7 +2439,48 @@ AS $function$
 DECLARE
     pushed integer;
     topics text[];
+    ticks  record;
 BEGIN
+    IF pushpop.distributed() THEN
+        -- Citus cannot insert into the distributed queue from an UPDATE of the coordinator's
+        -- schedules in one statement: the ticks first, then their messages, in one transaction,
+        -- each message with its topic's route.
+        WITH due AS MATERIALIZED (
+            SELECT s.name FROM pushpop.schedules AS s
+            WHERE s.next_run_at <= now()
+            FOR UPDATE SKIP LOCKED
+        ), ticked AS (
+            UPDATE pushpop.schedules AS s
+            SET last_run_at = s.next_run_at,
+                next_run_at = CASE WHEN s.cron IS NOT NULL
+                                   THEN pushpop.cron_next(s.cron, now(), s.timezone)
+                                   ELSE pushpop.every_next(s.anchor_at, s.every, s.timezone, now()) END
+            FROM due
+            WHERE s.name = due.name AND s.next_run_at <= now()
+            RETURNING s.name, s.topic, s.payload, s.priority, s.last_run_at AS tick
+        )
+        SELECT array_agg(t.name) AS names, array_agg(t.topic) AS topics,
+               array_agg(t.payload) AS payloads, array_agg(t.priority) AS priorities,
+               array_agg(t.tick) AS at_
+        INTO ticks FROM ticked AS t;
+        IF ticks.names IS NULL THEN
+            RETURN 0;
+        END IF;
+        INSERT INTO pushpop.messages AS m
+            (id, route, topic, state, state_time, priority, payload, headers)
+        SELECT pushpop.new_lease(pushpop.route_of(t.topic)), pushpop.route_of(t.topic), t.topic,
+               'ready', now(), t.priority, t.payload,
+               jsonb_build_object('pushpop-schedule', t.name, 'pushpop-tick',
+                                  to_char(t.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+        FROM unnest(ticks.names, ticks.topics, ticks.payloads, ticks.priorities, ticks.at_)
+             AS t(name, topic, payload, priority, tick);
+        GET DIAGNOSTICS pushed = ROW_COUNT;
+        topics := ARRAY(SELECT DISTINCT t FROM unnest(ticks.topics) AS t);
+        IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (topics)) THEN
+            PERFORM pushpop.wake(topics);
+        END IF;
+        RETURN pushed;
+    END IF;
     -- One statement: the UPDATE that moves a due schedule's next_run_at past now() also pushes
     -- its message. A concurrent caller skips the rows this one holds, and re-reads a row
     -- updated since its snapshot as no longer due.
@@ -2429,6 +2790,97 @@ $function$;
 COMMENT ON FUNCTION pushpop.topic_grants() IS 'Every topic grant: which role may push to or pop from which topics.';
 GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 
+-- Routine pushpop.distribute(integer)
+
+CREATE OR REPLACE FUNCTION pushpop.distribute(shard_count integer DEFAULT 32)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    on_coordinator boolean;
+    sharded        boolean;
+    unique_index   record;
+    routine        regprocedure;
+BEGIN
+    PERFORM pushpop.require(distribute.shard_count BETWEEN 1 AND 64000,
+                            'shard_count must be between 1 and 64000');
+    IF NOT EXISTS (SELECT FROM pg_extension AS e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'pushpop: distribute() needs the Citus extension, which database % does not have',
+            current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'On a Citus coordinator a superuser runs CREATE EXTENSION citus and adds '
+                         'the worker nodes (citus_add_node) first; a single server needs nothing.';
+    END IF;
+    -- Citus's functions and catalogs are named in dynamic SQL: they exist only where it does.
+    EXECUTE 'SELECT citus_is_coordinator()' INTO on_coordinator;
+    IF NOT on_coordinator THEN
+        RAISE EXCEPTION 'pushpop: distribute() runs on the Citus coordinator, not on a worker node'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Citus changes functions on every node over one connection per node; the copy of the
+    -- messages below must use those same connections, not parallel ones.
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- One change at a time, and none during a migration; pushes and pops wait until it commits.
+    LOCK TABLE pushpop.schema_migrations IN EXCLUSIVE MODE;
+    LOCK TABLE pushpop.messages IN ACCESS EXCLUSIVE MODE;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_dist_partition AS p '
+            'WHERE p.logicalrelid = ''pushpop.messages''::regclass)' INTO sharded;
+    IF sharded THEN
+        IF NOT pushpop.distributed() THEN  -- sharded by hand: the functions must know
+            CALL pushpop.define_setting('distributed', 'boolean', 'true');
+        END IF;
+        RETURN false;
+    END IF;
+
+    -- Every row gets its topic's route. A message pending now keeps a lease without one: its
+    -- acknowledgement finds nothing and it is delivered again once the lease runs out.
+    UPDATE pushpop.messages AS m SET route = pushpop.route_of(m.topic)
+    WHERE m.route IS DISTINCT FROM pushpop.route_of(m.topic);
+    ALTER TABLE pushpop.messages ALTER COLUMN route SET NOT NULL;
+
+    -- Citus enforces a unique index only when it includes the shard key: route goes first in
+    -- each (a topic has one route, so each still means what it meant). An id is then unique
+    -- per topic, not across topics.
+    ALTER TABLE pushpop.messages DROP CONSTRAINT messages_pkey,
+        ADD CONSTRAINT messages_pkey PRIMARY KEY (route, id);
+    FOR unique_index IN
+        SELECT i.indexrelid::regclass AS name, pg_get_indexdef(i.indexrelid) AS definition
+        FROM pg_index AS i
+        WHERE i.indrelid = 'pushpop.messages'::regclass AND i.indisunique AND NOT i.indisprimary
+          AND NOT EXISTS (SELECT FROM pg_attribute AS a
+                          WHERE a.attrelid = i.indrelid AND a.attname = 'route'
+                            AND a.attnum = ANY (i.indkey))
+    LOOP
+        EXECUTE format('DROP INDEX %s', unique_index.name);
+        EXECUTE regexp_replace(unique_index.definition, ' USING (\w+) \(', ' USING \1 (route, ');
+    END LOOP;
+
+    EXECUTE format('SELECT create_distributed_table(%L, %L, shard_count => %s, colocate_with => %L)',
+                   'pushpop.messages', 'route', distribute.shard_count, 'none');
+    -- The copy of the rows the coordinator kept: Citus reads the shards from now on.
+    EXECUTE format('SELECT truncate_local_data_after_distributing_table(%L)', 'pushpop.messages');
+    -- Every other table stays on the coordinator, where every pushpop function runs: the
+    -- registry, the wake-ups, the leader, the settings and grants are read and written there.
+
+    -- The workers get every pushpop routine, and from now on each change to one (a migration,
+    -- a setting): the statements sent to them call some (distributed(), lease_route()).
+    -- Routines created while Citus was installed are on the workers already.
+    FOR routine IN EXECUTE
+        'SELECT p.oid::regprocedure FROM pg_proc AS p '
+        'WHERE p.pronamespace = ''pushpop''::regnamespace '
+        '  AND NOT EXISTS (SELECT FROM pg_dist_object AS o '
+        '                  WHERE o.classid = ''pg_proc''::regclass AND o.objid = p.oid)'
+    LOOP
+        EXECUTE format('SELECT create_distributed_function(%L)', routine::text);
+    END LOOP;
+
+    CALL pushpop.define_setting('distributed', 'boolean', 'true');
+    RETURN true;
+END $function$;
+COMMENT ON FUNCTION pushpop.distribute(integer) IS 'On a Citus coordinator: shards the queue over the cluster''s nodes by topic, in shard_count shards, and keeps the other tables on the coordinator. Takes the queue''s lock while it copies the messages. True when it distributed the queue now, false when it was distributed already. Raises object_not_in_prerequisite_state (55000) without Citus.';
+
 -- Applied migrations
 
 -- migration 1: baseline
@@ -2438,3 +2890,4 @@ GRANT EXECUTE ON ROUTINE pushpop.topic_grants() TO pushpop_admin;
 -- migration 5: schedules
 -- migration 6: fanout
 -- migration 7: ordering_keys
+-- migration 8: distributable

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from async_facade import SyncFacade
+from citus import CitusCluster, citus_or_skip
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -271,6 +272,14 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """An autocommit connection to this test's database, to call the SQL functions directly."""
     with psycopg.connect(dsn, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[CitusCluster]:
+    """A Citus coordinator and two workers of this session's own (tests/citus.py), started on
+    first use; tests needing it skip without Citus, and fail instead when ``CI`` is set."""
+    with citus_or_skip() as started:
+        yield started
 
 
 @pytest.fixture(autouse=True)

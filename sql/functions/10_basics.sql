@@ -88,6 +88,57 @@ COMMENT ON FUNCTION pushpop.topics_paused() IS
     'True while any topic of this database is paused (pushpop.pause): only then does pop look up '
     'whether its topic is.';
 
+-- A distributed installation (95_distribute.sql) ---------------------------------------------
+
+-- distributed() is true once pushpop.distribute() has sharded the queue over a Citus cluster;
+-- it keeps its value here. On a single server it folds to false in every plan that reads it,
+-- so the route conditions below cost nothing there.
+DO $$
+DECLARE
+    sharded boolean := false;
+BEGIN
+    IF to_regprocedure('pushpop.distributed()') IS NOT NULL THEN
+        EXECUTE 'SELECT pushpop.distributed()' INTO sharded;
+    END IF;
+    CALL pushpop.define_setting('distributed', 'boolean', sharded::text);
+END $$;
+COMMENT ON FUNCTION pushpop.distributed() IS
+    'True once pushpop.distribute() has sharded the queue over a Citus cluster: only then do push '
+    'and pop compute a route, and do the acknowledgements read it from the lease.';
+
+-- The shard key of a topic: the first 32 bits of its SHA-256. A digest, not hashtext(), because
+-- the value is stored in every row and must never change with the PostgreSQL version or the
+-- machine; SHA-256, not MD5, because MD5 is refused on FIPS systems.
+CREATE OR REPLACE FUNCTION pushpop.route_of(topic text)
+RETURNS integer LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ('x' || encode(substring(sha256(convert_to(route_of.topic, 'UTF8')) FROM 1 FOR 4),
+                          'hex'))::bit(32)::integer
+$$;
+COMMENT ON FUNCTION pushpop.route_of(text) IS
+    'The shard key of a topic on a distributed installation: the same integer for every message '
+    'of the topic, on every node and PostgreSQL version.';
+
+-- A lease token (or message id) that carries its message's route in its first 4 bytes; the
+-- other 12 are random.
+CREATE OR REPLACE FUNCTION pushpop.new_lease(route integer)
+RETURNS uuid LANGUAGE sql VOLATILE STRICT
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT overlay(gen_random_uuid()::text PLACING lpad(to_hex(new_lease.route), 8, '0')
+                   FROM 1 FOR 8)::uuid
+$$;
+COMMENT ON FUNCTION pushpop.new_lease(integer) IS
+    'A fresh token whose first 4 bytes are route, so that an acknowledgement, which names only '
+    '(id, lease), is routed to the shard of its message; the other 12 bytes are random.';
+
+CREATE OR REPLACE FUNCTION pushpop.lease_route(lease uuid)
+RETURNS integer LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ('x' || left(lease_route.lease::text, 8))::bit(32)::integer
+$$;
+COMMENT ON FUNCTION pushpop.lease_route(uuid) IS
+    'The route that a token made by pushpop.new_lease carries: the shard key of its message.';
+
 -- Topic grants (90_security.sql) -------------------------------------------------------------
 
 -- topic_grants_in_use() is true once any topic grant exists; it keeps its value here.

@@ -106,6 +106,9 @@ CREATE OR REPLACE FUNCTION pushpop.enqueue(
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     first_state text := CASE WHEN enqueue.delay > interval '0' THEN 'scheduled' ELSE 'ready' END;
+    -- NULL on a single server; on a distributed one, every statement below names it, so it
+    -- runs on the one node that holds the topic.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(enqueue.topic) END;
     got         uuid;
     taken_by    text;
 BEGIN
@@ -114,15 +117,17 @@ BEGIN
             PERFORM FROM pushpop.messages AS h
             WHERE h.topic = enqueue.topic AND h.ordering_key = enqueue.ordering_key
               AND h.state IN ('scheduled', 'ready', 'pending')
+              AND (NOT pushpop.distributed() OR h.route = topic_route)
             FOR SHARE;
             first_state := CASE WHEN FOUND THEN 'blocked'
                                 WHEN enqueue.delay > interval '0' THEN 'scheduled'
                                 ELSE 'ready' END;
         END IF;
         INSERT INTO pushpop.messages AS m
-            (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+            (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
              expires_at, headers, ordering_key, fanout_of)
-        VALUES (enqueue.id, enqueue.topic, first_state, now() + enqueue.delay, enqueue.priority,
+        VALUES (enqueue.id, topic_route, enqueue.topic, first_state, now() + enqueue.delay,
+                enqueue.priority,
                 enqueue.max_attempts, enqueue.dedup_key, enqueue.payload,
                 now() + enqueue.expires_in, enqueue.headers, enqueue.ordering_key,
                 enqueue.fanout_of)
@@ -137,7 +142,9 @@ BEGIN
         END IF;
         -- Nothing inserted: this id exists already, a live message holds the dedup_key, or
         -- another push of the key became its head in between.
-        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m WHERE m.id = enqueue.id;
+        -- On a distributed installation an id is unique per topic only: the topic's shard.
+        SELECT m.id, m.topic INTO got, taken_by FROM pushpop.messages AS m
+        WHERE m.id = enqueue.id AND (NOT pushpop.distributed() OR m.route = topic_route);
         IF taken_by IS DISTINCT FROM enqueue.topic AND got IS NOT NULL THEN
             -- Idempotency is per topic: a message of another topic is no copy of this one.
             PERFORM pushpop.require(false, format('id %s is taken by a message of another topic',
@@ -146,7 +153,8 @@ BEGIN
         IF got IS NULL AND enqueue.dedup_key IS NOT NULL THEN
             SELECT m.id INTO got FROM pushpop.messages AS m
             WHERE m.topic = enqueue.topic AND m.dedup_key = enqueue.dedup_key
-              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked');
+              AND m.state IN ('scheduled', 'ready', 'pending', 'blocked')
+              AND (NOT pushpop.distributed() OR m.route = topic_route);
         END IF;
         IF got IS NOT NULL THEN
             RETURN got;
@@ -205,6 +213,11 @@ BEGIN
     IF pushpop.topic_grants_in_use() THEN
         PERFORM pushpop.require_grant('push', push.topic);
     END IF;
+    -- On a distributed installation the ids made here carry the topic's route in their first
+    -- bytes, so find() looks in one shard first.
+    IF pushpop.distributed() AND push.id IS NULL THEN
+        new_id := pushpop.new_lease(pushpop.route_of(push.topic));
+    END IF;
     IF octet_length(push.payload) > pushpop.max_payload_bytes() THEN
         RAISE EXCEPTION 'pushpop: payload is % bytes, more than the limit of % bytes',
             octet_length(push.payload), pushpop.max_payload_bytes()
@@ -218,9 +231,11 @@ BEGIN
         IF push.ordering_key IS NULL THEN
             -- The common case, inline: one insert. enqueue sorts out a conflict.
             INSERT INTO pushpop.messages AS m
-                (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+                (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
                  expires_at, headers)
-            VALUES (new_id, push.topic,
+            -- The route: NULL on a single server (folded into the plan), else the topic's.
+            VALUES (new_id, CASE WHEN pushpop.distributed() THEN pushpop.route_of(push.topic) END,
+                    push.topic,
                     CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
                     now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
                     push.payload, now() + push.expires_in, push.headers)
@@ -263,9 +278,10 @@ BEGIN
         RETURN new_id;
     END IF;
     INSERT INTO pushpop.messages
-        (id, topic, state, state_time, priority, max_attempts, dedup_key, payload,
+        (id, route, topic, state, state_time, priority, max_attempts, dedup_key, payload,
          expires_at, headers, fanout_of)
-    SELECT gen_random_uuid(), s.subscriber,
+    SELECT gen_random_uuid(),
+           CASE WHEN pushpop.distributed() THEN pushpop.route_of(s.subscriber) END, s.subscriber,
            CASE WHEN push.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
            now() + push.delay, push.priority, push.max_attempts, push.dedup_key,
            push.payload, now() + push.expires_in, push.headers, new_id
@@ -304,6 +320,9 @@ DECLARE
     too_big     record;
     subscribers text[];
     new_id      uuid;
+    -- NULL on a single server; on a distributed one the topic's shard key.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(push_many.topic) END;
+    ids         uuid[];
 BEGIN
     IF NOT coalesce(length(push_many.topic) BETWEEN 1 AND 255 AND push_many.payloads IS NOT NULL
                     AND CASE WHEN coalesce(array_ndims(push_many.payloads), 1) = 1
@@ -355,7 +374,8 @@ BEGIN
     IF cardinality(array_remove(push_many.ordering_keys, NULL)) > 0 THEN
         -- Keyed messages one at a time, in input order: each may be blocked behind the last.
         FOR n IN 1 .. cardinality(push_many.payloads) LOOP
-            new_id := gen_random_uuid();
+            new_id := CASE WHEN pushpop.distributed() THEN pushpop.new_lease(topic_route)
+                           ELSE gen_random_uuid() END;
             IF subscribers IS NULL THEN
                 -- 25: the max_attempts push_many gives every message (the table's default).
                 RETURN NEXT pushpop.enqueue(push_many.topic, push_many.payloads[n], push_many.delay,
@@ -381,8 +401,11 @@ BEGIN
             FROM unnest(push_many.payloads) WITH ORDINALITY AS p(payload, n)
         ), inserted AS (
             INSERT INTO pushpop.messages
-                (id, topic, state, state_time, priority, payload, expires_at, headers, fanout_of)
-            SELECT gen_random_uuid(), s.subscriber,
+                (id, route, topic, state, state_time, priority, payload, expires_at, headers,
+                 fanout_of)
+            SELECT gen_random_uuid(),
+                   CASE WHEN pushpop.distributed() THEN pushpop.route_of(s.subscriber) END,
+                   s.subscriber,
                    CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
                    now() + push_many.delay, push_many.priority, i.payload,
                    now() + push_many.expires_in, push_many.headers, i.id
@@ -393,6 +416,26 @@ BEGIN
         IF FOUND AND push_many.delay = interval '0'
            AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
             PERFORM pushpop.wake(subscribers);
+        END IF;
+        RETURN;
+    END IF;
+    IF pushpop.distributed() THEN
+        -- The ids first: Citus would run an INSERT that calls a volatile function through
+        -- intermediate results sent to every node. So the insert names one route, one node.
+        ids := ARRAY(SELECT pushpop.new_lease(topic_route)
+                     FROM generate_series(1, cardinality(push_many.payloads)));
+        INSERT INTO pushpop.messages
+            (id, route, topic, state, state_time, priority, payload, expires_at, headers)
+        SELECT i.id, topic_route, push_many.topic,
+               CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+               now() + push_many.delay, push_many.priority, i.payload,
+               now() + push_many.expires_in, push_many.headers
+        FROM unnest(ids, push_many.payloads) WITH ORDINALITY AS i(id, payload, n)
+        ORDER BY i.n;
+        RETURN QUERY SELECT i.id FROM unnest(ids) WITH ORDINALITY AS i(id, n) ORDER BY i.n;
+        IF cardinality(ids) > 0 AND push_many.delay = interval '0'
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = push_many.topic) THEN
+            PERFORM pushpop.wake(ARRAY[push_many.topic]);
         END IF;
         RETURN;
     END IF;

@@ -20,7 +20,13 @@ CREATE OR REPLACE FUNCTION pushpop.pop(
 ) RETURNS SETOF pushpop.message LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    picked uuid[];
+    -- NULL on a single server, where every route condition below folds away. On a distributed
+    -- installation each statement names the topic's route, so it runs on the one node that
+    -- holds the topic, and the leases carry it for the acknowledgements (new_lease).
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(pop.topic) END;
+    fresh       uuid;
+    picked      uuid[];
+    leases      uuid[];
 BEGIN
     IF NOT coalesce(length(pop.topic) BETWEEN 1 AND 255 AND pop.lease_for > interval '0'
                     AND pop.max_messages >= 1, false) THEN
@@ -41,25 +47,32 @@ BEGIN
     -- Scheduled messages that are due join the ready ones, all of them, so the order of
     -- delivery holds however many fall due at once.
     IF EXISTS (SELECT FROM pushpop.messages AS s
-               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
+               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+                 AND (NOT pushpop.distributed() OR s.route = topic_route)) THEN
         WITH due AS MATERIALIZED (
             SELECT s.id FROM pushpop.messages AS s
             WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
+              AND (NOT pushpop.distributed() OR s.route = topic_route)
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pushpop.messages AS m SET state = 'ready'
-        FROM due WHERE m.id = due.id;
+        FROM due WHERE m.id = due.id AND (NOT pushpop.distributed() OR m.route = topic_route);
     END IF;
 
-    -- One message: a single UPDATE of the row its sub-select locks, planned once.
+    -- One message: a single UPDATE of the row its sub-select locks, planned once. Its lease is
+    -- made first: Citus refuses a volatile function in an UPDATE of a distributed table.
     IF pop.max_messages = 1 THEN
+        fresh := CASE WHEN pushpop.distributed() THEN pushpop.new_lease(topic_route)
+                      ELSE gen_random_uuid() END;
         RETURN QUERY
         UPDATE pushpop.messages AS m
         SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
-            attempts = m.attempts + 1, lease = gen_random_uuid()
-        WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
+            attempts = m.attempts + 1, lease = fresh
+        WHERE (NOT pushpop.distributed() OR m.route = topic_route)
+          AND m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
                         AND (r.expires_at IS NULL OR r.expires_at > now())
+                        AND (NOT pushpop.distributed() OR r.route = topic_route)
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
@@ -73,9 +86,32 @@ BEGIN
     picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
                     WHERE r.state = 'ready' AND r.topic = pop.topic
                       AND (r.expires_at IS NULL OR r.expires_at > now())
+                      AND (NOT pushpop.distributed() OR r.route = topic_route)
                     ORDER BY r.priority DESC, r.state_time, r.seq
                     LIMIT pop.max_messages
                     FOR UPDATE SKIP LOCKED);
+    IF pushpop.distributed() THEN
+        -- The leases first, as for one message; the UPDATE names the route.
+        leases := ARRAY(SELECT pushpop.new_lease(topic_route)
+                        FROM generate_series(1, cardinality(picked)));
+        RETURN QUERY
+        WITH taken AS (
+            UPDATE pushpop.messages AS m
+            SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
+                attempts = m.attempts + 1, lease = p.lease
+            FROM unnest(picked, leases) AS p(id, lease)
+            WHERE m.route = topic_route AND m.id = p.id
+            RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                      m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                      m.headers, m.expires_at, m.ordering_key
+        )
+        SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
+               t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
+               t.headers, t.expires_at, t.ordering_key
+        FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
+        ORDER BY p.n;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH taken AS (
         UPDATE pushpop.messages AS m

@@ -1,8 +1,51 @@
 -- pushpop functions, part 5: looking at messages without taking them.
 
+-- PL/pgSQL, not SQL: Citus cannot plan a SQL function's parameters. On a distributed
+-- installation the lookup goes to the shard of the route an id made by push carries, and to
+-- every shard only when that finds nothing (an id the caller chose, a fanned-out push); may()
+-- is applied on the coordinator, never in a statement sent to a worker.
 CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
-RETURNS SETOF pushpop.message LANGUAGE sql STABLE
+RETURNS SETOF pushpop.message LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found_ pushpop.message;
+    any_   boolean := false;
+BEGIN
+    IF pushpop.distributed() THEN
+        FOR found_ IN
+            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+                   m.created_at, m.error, m.dedup_key,
+                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+                   m.ordering_key
+            FROM pushpop.messages AS m
+            WHERE m.route = pushpop.lease_route(find.id) AND m.id = find.id
+        LOOP
+            any_ := true;
+            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+                RETURN NEXT found_;
+            END IF;
+        END LOOP;
+        IF any_ THEN
+            RETURN;
+        END IF;
+        FOR found_ IN
+            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+                   m.created_at, m.error, m.dedup_key,
+                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+                   m.ordering_key
+            FROM pushpop.messages AS m
+            WHERE m.id = find.id OR m.fanout_of = find.id
+            ORDER BY m.topic
+        LOOP
+            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+                RETURN NEXT found_;
+            END IF;
+        END LOOP;
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT m.id, m.topic,
            CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
            m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
@@ -12,8 +55,8 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     FROM pushpop.messages AS m
     WHERE (m.id = find.id OR m.fanout_of = find.id)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
-    ORDER BY m.topic
-$$;
+    ORDER BY m.topic;
+END $$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS
     'Returns the message with this id, in whatever state, or no row if there is none (or it was '
     'cleaned up, or its topic is not granted to the caller); for the id of a push that fanned out, '
@@ -74,10 +117,32 @@ COMMENT ON FUNCTION pushpop.schema_version() IS
     'for an older schema: upgrade it.';
 
 -- Finished messages per minute, read from the finished index alone (no table visits).
+-- PL/pgSQL, not SQL: Citus cannot plan a SQL function's parameters. On a distributed
+-- installation the shards count per minute and topic, and may() is applied on the coordinator.
 CREATE OR REPLACE FUNCTION pushpop.throughput(since interval DEFAULT '1 hour', topic text DEFAULT NULL)
 RETURNS TABLE (minute timestamptz, completed bigint, discarded bigint)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pushpop.distributed() THEN
+        RETURN QUERY
+        WITH per_topic AS MATERIALIZED (
+            SELECT date_trunc('minute', f.state_time) AS at_minute, f.topic AS of_topic,
+                   count(*) FILTER (WHERE f.state = 'completed') AS n_completed,
+                   count(*) FILTER (WHERE f.state = 'discarded') AS n_discarded
+            FROM pushpop.messages AS f
+            WHERE f.state IN ('completed', 'discarded') AND f.state_time > now() - throughput.since
+              AND (throughput.topic IS NULL OR f.topic = throughput.topic)
+            GROUP BY 1, 2
+        )
+        SELECT t.at_minute, sum(t.n_completed)::bigint, sum(t.n_discarded)::bigint
+        FROM per_topic AS t
+        WHERE NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', t.of_topic)
+        GROUP BY 1
+        ORDER BY 1;
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT date_trunc('minute', f.state_time),
            count(*) FILTER (WHERE f.state = 'completed'),
            count(*) FILTER (WHERE f.state = 'discarded')
@@ -86,8 +151,8 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       AND (throughput.topic IS NULL OR f.topic = throughput.topic)
       AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', f.topic))
     GROUP BY 1
-    ORDER BY 1
-$$;
+    ORDER BY 1;
+END $$;
 COMMENT ON FUNCTION pushpop.throughput(interval, text) IS
     'Per minute of the last since (one hour by default): how many messages were completed and '
     'discarded, of one topic or of all (NULL) the caller may see. Minutes with none are left out. '

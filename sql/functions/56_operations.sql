@@ -34,7 +34,8 @@ BEGIN
     END IF;
     IF browse.after IS NOT NULL THEN
         SELECT m.state, m.priority, m.state_time, m.seq INTO c_state, c_priority, c_time, c_seq
-        FROM pushpop.messages AS m WHERE m.id = browse.after AND m.topic = browse.topic;
+        FROM pushpop.messages AS m WHERE m.id = browse.after AND m.topic = browse.topic
+          AND (NOT pushpop.distributed() OR m.route = pushpop.route_of(browse.topic));
         PERFORM pushpop.require(c_state IS NOT NULL,
                                 format('after must be the id of a message of topic %s; there is '
                                        'no message %s in it (any more)',
@@ -54,7 +55,9 @@ BEGIN
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
-            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority = c_priority
+            WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
+              AND r.priority = c_priority
               AND (r.state_time, r.seq) > (c_time, c_seq)
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
@@ -66,7 +69,9 @@ BEGIN
                    r.max_attempts, NULL::uuid, r.created_at, r.error, r.dedup_key,
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
-            WHERE r.state = 'ready' AND r.topic = browse.topic AND r.priority < c_priority
+            WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
+              AND r.priority < c_priority
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
         ELSIF wanted = 'ready' THEN
@@ -76,6 +81,7 @@ BEGIN
                    NULL::timestamptz, r.headers, r.expires_at, r.ordering_key
             FROM pushpop.messages AS r
             WHERE r.state = 'ready' AND r.topic = browse.topic
+              AND (NOT pushpop.distributed() OR r.route = pushpop.route_of(browse.topic))
             ORDER BY r.priority DESC, r.state_time, r.seq
             LIMIT left_;
         ELSIF resuming THEN
@@ -86,7 +92,9 @@ BEGIN
                    CASE o.state WHEN 'pending' THEN o.lease_until END, o.headers, o.expires_at,
                    o.ordering_key
             FROM pushpop.messages AS o
-            WHERE o.state = wanted AND o.topic = browse.topic AND o.state_time >= c_time
+            WHERE o.state = wanted AND o.topic = browse.topic
+              AND (NOT pushpop.distributed() OR o.route = pushpop.route_of(browse.topic))
+              AND o.state_time >= c_time
               AND (o.state_time, o.seq) > (c_time, c_seq)
             ORDER BY o.state_time, o.seq
             LIMIT left_;
@@ -98,6 +106,7 @@ BEGIN
                    o.ordering_key
             FROM pushpop.messages AS o
             WHERE o.state = wanted AND o.topic = browse.topic
+              AND (NOT pushpop.distributed() OR o.route = pushpop.route_of(browse.topic))
             ORDER BY o.state_time, o.seq
             LIMIT left_;
         END IF;
@@ -121,18 +130,27 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     retried_topic text;
     retried_state text;
+    -- NULL on a single server. On a distributed one the message's route, read without a lock
+    -- from every shard, so that the UPDATE below runs on one.
+    id_route      integer;
 BEGIN
     PERFORM pushpop.require(retry.id IS NOT NULL, 'id must not be NULL');
+    IF pushpop.distributed() THEN
+        SELECT m.route INTO id_route FROM pushpop.messages AS m
+        WHERE m.id = retry.id AND m.state = 'discarded' LIMIT 1;
+    END IF;
     BEGIN
         -- A message of a key that has a live message waits behind it, next in line.
         UPDATE pushpop.messages AS m
         SET state = CASE WHEN m.ordering_key IS NOT NULL AND EXISTS (
                              SELECT FROM pushpop.messages AS h
                              WHERE h.topic = m.topic AND h.ordering_key = m.ordering_key
-                               AND h.state IN ('scheduled', 'ready', 'pending'))
+                               AND h.state IN ('scheduled', 'ready', 'pending')
+                               AND (NOT pushpop.distributed() OR h.route = id_route))
                          THEN 'blocked' ELSE 'ready' END,
             state_time = now(), attempts = 0, expires_at = NULL
         WHERE m.id = retry.id AND m.state = 'discarded'
+          AND (NOT pushpop.distributed() OR m.route = id_route)
         RETURNING m.topic, m.state INTO retried_topic, retried_state;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'pushpop: message % cannot be retried: a live message of its topic holds its '
@@ -159,7 +177,9 @@ CREATE OR REPLACE FUNCTION pushpop.retry_discarded(topic text, max_rows integer 
 RETURNS integer LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    retried integer;
+    retried     integer;
+    -- NULL on a single server; on a distributed one each statement names the topic's route.
+    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(retry_discarded.topic) END;
 BEGIN
     PERFORM pushpop.require_topic(retry_discarded.topic);
     PERFORM pushpop.require(retry_discarded.max_rows IS NULL OR retry_discarded.max_rows >= 1,
@@ -167,6 +187,7 @@ BEGIN
     WITH dead AS MATERIALIZED (
         SELECT d.id, d.dedup_key, d.ordering_key, d.state_time, d.seq FROM pushpop.messages AS d
         WHERE d.state = 'discarded' AND d.topic = retry_discarded.topic
+          AND (NOT pushpop.distributed() OR d.route = topic_route)
         ORDER BY d.state_time, d.seq
         LIMIT retry_discarded.max_rows
         FOR UPDATE SKIP LOCKED
@@ -182,7 +203,8 @@ BEGIN
            OR (c.n = 1 AND NOT EXISTS (
                    SELECT FROM pushpop.messages AS l
                    WHERE l.topic = retry_discarded.topic AND l.dedup_key = c.dedup_key
-                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')))
+                     AND l.state IN ('scheduled', 'ready', 'pending', 'blocked')
+                     AND (NOT pushpop.distributed() OR l.route = topic_route)))
     ), chosen AS (
         -- Of the messages of one ordering_key, the first in push order is ready unless the key
         -- has a live message; the others wait behind it.
@@ -193,13 +215,14 @@ BEGIN
                              SELECT FROM pushpop.messages AS h
                              WHERE h.topic = retry_discarded.topic
                                AND h.ordering_key = e.ordering_key
-                               AND h.state IN ('scheduled', 'ready', 'pending')) THEN 'ready'
+                               AND h.state IN ('scheduled', 'ready', 'pending')
+                               AND (NOT pushpop.distributed() OR h.route = topic_route)) THEN 'ready'
                     ELSE 'blocked' END AS new_state
         FROM eligible AS e
     )
     UPDATE pushpop.messages AS m
     SET state = chosen.new_state, state_time = now(), attempts = 0, expires_at = NULL
-    FROM chosen WHERE m.id = chosen.id;
+    FROM chosen WHERE m.id = chosen.id AND (NOT pushpop.distributed() OR m.route = topic_route);
     GET DIAGNOSTICS retried = ROW_COUNT;
     IF retried > 0 AND EXISTS (SELECT FROM pushpop.waiting AS w
                                WHERE w.topic = retry_discarded.topic) THEN
@@ -219,12 +242,19 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     done_topic text;
     done_key   text;
+    -- NULL on a single server; on a distributed one the message's route (as in retry).
+    id_route   integer;
 BEGIN
     PERFORM pushpop.require(cancel.id IS NOT NULL, 'id must not be NULL');
+    IF pushpop.distributed() THEN
+        SELECT m.route INTO id_route FROM pushpop.messages AS m
+        WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked') LIMIT 1;
+    END IF;
     -- A pop that holds the row wins: once it commits the message is pending, and untouched here.
     UPDATE pushpop.messages AS m
     SET state = 'discarded', state_time = now(), error = 'cancelled'
     WHERE m.id = cancel.id AND m.state IN ('scheduled', 'ready', 'blocked')
+      AND (NOT pushpop.distributed() OR m.route = id_route)
     RETURNING m.topic, m.ordering_key INTO done_topic, done_key;
     IF done_key IS NOT NULL THEN
         PERFORM pushpop.unblock(ARRAY[done_topic], ARRAY[done_key]);

@@ -47,46 +47,71 @@ CREATE OR REPLACE FUNCTION pushpop.requeue_expired()
 RETURNS integer LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    moved       integer;
-    expired     integer;
+    moved       integer := 0;
+    expired     integer := 0;
+    here        integer;
+    found_      text[];
     topics      text[];
     done_topics text[];
     done_keys   text[];
+    -- Citus refuses a function other than IMMUTABLE inside CASE in an UPDATE: now() and
+    -- format() become a variable and ||.
+    at_         timestamptz := now();
+    one_route   integer;
 BEGIN
-    WITH lapsed AS MATERIALIZED (
-        SELECT p.id FROM pushpop.messages AS p
-        WHERE p.state = 'pending' AND p.lease_until < now()
-        FOR UPDATE SKIP LOCKED
-    ), moved_rows AS (
-        UPDATE pushpop.messages AS m
-        SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= now()
-                         THEN 'discarded' ELSE 'ready' END,
-            state_time = now(), lease = NULL,
-            error = CASE WHEN m.expires_at <= now() THEN 'expired'
-                         ELSE format('lease expired on attempt %s of %s', m.attempts, m.max_attempts)
-                              || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
-                    END
-        FROM lapsed WHERE m.id = lapsed.id
-        RETURNING m.topic, m.state, m.ordering_key
-    )
-    SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
-           array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
-           array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
-    INTO moved, topics, done_topics, done_keys FROM moved_rows AS r;
-    -- Waiting messages past their expiry: pop passes them by already; this records why.
-    WITH dead AS MATERIALIZED (
-        SELECT w.id FROM pushpop.messages AS w
-        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
-        FOR UPDATE SKIP LOCKED
-    ), expired_rows AS (
-        UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
-        FROM dead WHERE m.id = dead.id
-        RETURNING m.topic, m.ordering_key
-    )
-    SELECT count(*),
-           done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
-           done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
-    INTO expired, done_topics, done_keys FROM expired_rows AS e;
+    -- A single server makes one pass over every route (NULL: the conditions on it fold away).
+    -- A distributed installation locks rows only in statements on one shard, so it makes one
+    -- pass per route that has work, found without locks over every shard.
+    FOREACH one_route IN ARRAY
+        CASE WHEN pushpop.distributed()
+             THEN ARRAY(SELECT p.route FROM pushpop.messages AS p
+                        WHERE p.state = 'pending' AND p.lease_until < now()
+                        UNION
+                        SELECT w.route FROM pushpop.messages AS w
+                        WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready'))
+             ELSE ARRAY[NULL::integer] END
+    LOOP
+        WITH lapsed AS MATERIALIZED (
+            SELECT p.id FROM pushpop.messages AS p
+            WHERE p.state = 'pending' AND p.lease_until < now()
+              AND (NOT pushpop.distributed() OR p.route = one_route)
+            FOR UPDATE SKIP LOCKED
+        ), moved_rows AS (
+            UPDATE pushpop.messages AS m
+            SET state = CASE WHEN m.attempts >= m.max_attempts OR m.expires_at <= at_
+                             THEN 'discarded' ELSE 'ready' END,
+                state_time = at_, lease = NULL,
+                error = CASE WHEN m.expires_at <= at_ THEN 'expired'
+                             ELSE 'lease expired on attempt ' || m.attempts::text || ' of '
+                                  || m.max_attempts::text
+                                  || CASE WHEN m.attempts >= m.max_attempts THEN ': discarded' ELSE '' END
+                        END
+            FROM lapsed WHERE m.id = lapsed.id AND (NOT pushpop.distributed() OR m.route = one_route)
+            RETURNING m.topic, m.state, m.ordering_key
+        )
+        SELECT count(*), array_agg(DISTINCT r.topic) FILTER (WHERE r.state = 'ready'),
+               done_topics || array_agg(r.topic) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL),
+               done_keys || array_agg(r.ordering_key) FILTER (WHERE r.state = 'discarded' AND r.ordering_key IS NOT NULL)
+        INTO here, found_, done_topics, done_keys FROM moved_rows AS r;
+        moved := moved + here;
+        topics := topics || found_;
+        -- Waiting messages past their expiry: pop passes them by already; this records why.
+        WITH dead AS MATERIALIZED (
+            SELECT w.id FROM pushpop.messages AS w
+            WHERE w.expires_at <= now() AND w.state IN ('scheduled', 'ready')
+              AND (NOT pushpop.distributed() OR w.route = one_route)
+            FOR UPDATE SKIP LOCKED
+        ), expired_rows AS (
+            UPDATE pushpop.messages AS m SET state = 'discarded', state_time = now(), error = 'expired'
+            FROM dead WHERE m.id = dead.id AND (NOT pushpop.distributed() OR m.route = one_route)
+            RETURNING m.topic, m.ordering_key
+        )
+        SELECT count(*),
+               done_topics || array_agg(e.topic) FILTER (WHERE e.ordering_key IS NOT NULL),
+               done_keys || array_agg(e.ordering_key) FILTER (WHERE e.ordering_key IS NOT NULL)
+        INTO here, done_topics, done_keys FROM expired_rows AS e;
+        expired := expired + here;
+    END LOOP;
     -- The next message of each key whose live message ended here takes its place.
     IF done_keys IS NOT NULL THEN
         PERFORM pushpop.unblock(done_topics, done_keys);
@@ -106,20 +131,38 @@ CREATE OR REPLACE FUNCTION pushpop.cleanup(grace interval DEFAULT '1 day', max_r
 RETURNS integer LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    deleted integer;
+    deleted   integer := 0;
+    here      integer;
+    one_route integer;
 BEGIN
     PERFORM pushpop.require(cleanup.grace >= interval '0', 'grace must be zero or positive');
     PERFORM pushpop.require(cleanup.max_rows IS NULL OR cleanup.max_rows >= 1,
                             'max_rows must be at least 1 (or NULL for all)');
-    WITH old AS MATERIALIZED (
-        SELECT f.id FROM pushpop.messages AS f
-        WHERE f.state IN ('completed', 'discarded') AND f.state_time < now() - cleanup.grace
-        ORDER BY f.state_time
-        LIMIT cleanup.max_rows
-        FOR UPDATE SKIP LOCKED
-    )
-    DELETE FROM pushpop.messages AS m USING old WHERE m.id = old.id;
-    GET DIAGNOSTICS deleted = ROW_COUNT;
+    -- One pass on a single server (NULL: the conditions on the route fold away). On a
+    -- distributed installation one per route, in the order of their oldest finished message:
+    -- the oldest rows anywhere go first, and one topic's backlog never hides another's.
+    FOREACH one_route IN ARRAY
+        CASE WHEN pushpop.distributed()
+             THEN ARRAY(SELECT f.route FROM pushpop.messages AS f
+                        WHERE f.state IN ('completed', 'discarded')
+                          AND f.state_time < now() - cleanup.grace
+                        GROUP BY f.route ORDER BY min(f.state_time))
+             ELSE ARRAY[NULL::integer] END
+    LOOP
+        EXIT WHEN deleted >= cleanup.max_rows;
+        WITH old AS MATERIALIZED (
+            SELECT f.id FROM pushpop.messages AS f
+            WHERE f.state IN ('completed', 'discarded') AND f.state_time < now() - cleanup.grace
+              AND (NOT pushpop.distributed() OR f.route = one_route)
+            ORDER BY f.state_time
+            LIMIT cleanup.max_rows - deleted
+            FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM pushpop.messages AS m USING old
+        WHERE m.id = old.id AND (NOT pushpop.distributed() OR m.route = one_route);
+        GET DIAGNOSTICS here = ROW_COUNT;
+        deleted := deleted + here;
+    END LOOP;
     RETURN deleted;
 END $$;
 COMMENT ON FUNCTION pushpop.cleanup(interval, integer) IS
@@ -134,7 +177,9 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM pushpop.require_topic(purge.topic);
-    DELETE FROM pushpop.messages AS m WHERE m.topic = purge.topic AND m.state <> 'pending';
+    DELETE FROM pushpop.messages AS m
+    WHERE m.topic = purge.topic AND m.state <> 'pending'
+      AND (NOT pushpop.distributed() OR m.route = pushpop.route_of(purge.topic));
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END $$;

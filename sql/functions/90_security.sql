@@ -141,6 +141,11 @@ CALL pushpop.lock_down('pushpop.subscriptions_in_use()');
 CALL pushpop.lock_down('pushpop.subscription_patterns_in_use()');
 CALL pushpop.lock_down('pushpop.require_pattern(text, text, boolean)');
 CALL pushpop.lock_down('pushpop.subscribers_of(text)');
+CALL pushpop.lock_down('pushpop.distributed()');
+CALL pushpop.lock_down('pushpop.route_of(text)');
+CALL pushpop.lock_down('pushpop.new_lease(integer)');
+CALL pushpop.lock_down('pushpop.lease_route(uuid)');
+-- pushpop.distribute(integer) is locked down in 95_distribute.sql, which creates it after this file.
 
 -- Every client may ask which schema it talks to.
 CALL pushpop.lock_down('pushpop.schema_version()',
