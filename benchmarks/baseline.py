@@ -6,8 +6,14 @@ statement is one round trip, autocommit, exactly what a careful hand-rolled queu
 
 from __future__ import annotations
 
+import math
+import re
+import shutil
+import subprocess
+import tempfile
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,6 +42,11 @@ CREATE TABLE baseline.jobs (
 );
 CREATE INDEX jobs_ready ON baseline.jobs (topic, priority DESC, state_time, seq)
     WHERE state = 'ready';
+CREATE TABLE baseline.bare (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lease   integer,
+    payload bytea NOT NULL
+);
 """
 
 _INSERT = (
@@ -157,3 +168,84 @@ def pop_many_complete(conn: psycopg.Connection[Any], env: Env) -> Op:
 def stats(conn: psycopg.Connection[Any]) -> None:
     """Per-topic counts by state, the hand-written way."""
     conn.execute(STATS).fetchall()
+
+
+# -- the ceiling: pgbench (a C client) on the bare table -----------------------------------
+
+CEILING_SCRIPT = """
+\\set lease random(1, 2000000000)
+BEGIN;
+WITH taken AS (
+    UPDATE baseline.bare SET lease = :lease WHERE id = ANY(ARRAY(
+        SELECT id FROM baseline.bare WHERE lease IS NULL ORDER BY id LIMIT {n}
+        FOR UPDATE SKIP LOCKED))
+    RETURNING id
+) SELECT coalesce(array_agg(id), '{{}}') AS ids FROM taken \\gset
+DELETE FROM baseline.bare WHERE id = ANY(:ids::bigint[]);
+COMMIT;
+"""
+"""Pop (UPDATE ... SKIP LOCKED) and acknowledge (DELETE) up to n rows in one transaction."""
+CEILING_LOAD = (
+    "INSERT INTO baseline.bare (payload) SELECT %(payload)s FROM generate_series(1, %(n)s)"
+)
+CEILING_FIRST_LOAD = 200_000
+"""Rows loaded per second of the first pgbench run of a kind: more than it can take."""
+_ceilings: dict[tuple[int, int], float] = {}
+"""The fastest rate of each kind of run (clients, batch) so far: later runs load twice that,
+so loading writes no more than it must (its WAL brings checkpoints into the other figures)."""
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
+_DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+
+
+def has_pgbench() -> bool:
+    """Whether pgbench is on the PATH (an embedded server may come without it)."""
+    return shutil.which("pgbench") is not None
+
+
+def _pgbench() -> str:
+    path = shutil.which("pgbench")
+    if path is None:
+        raise RuntimeError("the ceiling needs pgbench on the PATH")
+    return path
+
+
+def ceiling(env: Env, clients: int, batch: int) -> float:
+    """Rows a second that ``clients`` pgbench connections pop and delete, ``batch`` rows a
+    transaction, on a table with nothing but an id: what the server does with no client work.
+    A run that empties the table measured too little: it runs again with more rows."""
+    kind = (clients, batch)
+    while (rate := _ceiling_run(env, clients, batch, 2 * _ceilings.get(kind, 0))) is None:
+        pass
+    return rate
+
+
+def _ceiling_run(env: Env, clients: int, batch: int, per_second: float) -> float | None:
+    seconds = max(1, math.ceil(env.settings.duration))
+    with env.connect() as conn:
+        conn.execute("TRUNCATE baseline.bare")
+        n = int((per_second or CEILING_FIRST_LOAD) * seconds)
+        conn.execute(CEILING_LOAD, {"payload": env.payload, "n": n})
+        conn.execute("VACUUM (ANALYZE) baseline.bare")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "ceiling.sql"
+        script.write_text(CEILING_SCRIPT.format(n=batch), encoding="utf-8")
+        out = subprocess.run(
+            [_pgbench(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+             "-T", str(seconds), "-f", str(script), env.conninfo],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    tps, done = _TPS.search(out), _DONE.search(out)
+    if tps is None or done is None:
+        raise RuntimeError(f"pgbench printed no rate:\n{out}")
+    with env.connect() as conn:
+        left = _count(conn)
+    # The rows it took over the time its transactions took (connecting excluded).
+    rate = (n - left) * float(tps[1]) / int(done[1])
+    kind = (clients, batch)
+    _ceilings[kind] = max(rate, _ceilings.get(kind, 0.0))
+    return rate if left else None
+
+
+def _count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM baseline.bare").fetchone()
+    return int(row[0]) if row else 0

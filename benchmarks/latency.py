@@ -25,6 +25,11 @@ PAUSE = 0.02
 WARMUP = 3
 """Pushes picked up but not timed, before each round's samples."""
 PICKUP_TIMEOUT = 5.0
+ROUNDS = 3
+"""At most: each round times every sample on both sides (about 25 s each for 1,000)."""
+FULL_SAMPLES = 1_000
+"""Pushes timed a round in a full run, so its p99 stands on ten slow pickups; a quick run
+times the settings' ``samples``."""
 
 
 class Pickups:
@@ -66,6 +71,11 @@ def sample(push: Callable[[], object], pickups: Pickups, n: int) -> Values:
     return {"latency_p50": statistics.median(ms), "latency_p99": percentile(ms, 99)}
 
 
+def samples(s: Settings) -> int:
+    """Pushes timed a round."""
+    return s.samples if s.quick else max(s.samples, FULL_SAMPLES)
+
+
 def _empty(env: Env) -> None:
     data.reset(env)
 
@@ -78,7 +88,7 @@ def _pushpop(env: Env) -> Values:
     ):
         worker = Worker(consumer, TOPIC, pickups, poll_interval=POLL_INTERVAL)
         with workers.running(consumer, worker):
-            return sample(lambda: producer.push(TOPIC, env.payload), pickups, env.settings.samples)
+            return sample(lambda: producer.push(TOPIC, env.payload), pickups, samples(env.settings))
 
 
 @contextlib.contextmanager
@@ -107,7 +117,7 @@ def _listener(env: Env, pickups: Pickups) -> Iterator[None]:
 def _baseline(env: Env) -> Values:
     pickups = Pickups()
     with env.connect() as conn, _listener(env, pickups):
-        return sample(baseline.push(conn, env, notify=True), pickups, env.settings.samples)
+        return sample(baseline.push(conn, env, notify=True), pickups, samples(env.settings))
 
 
 def figures(s: Settings) -> list[Figure]:
@@ -122,7 +132,8 @@ def figures(s: Settings) -> list[Figure]:
             _pushpop,
             _baseline,
             setup=_empty,
-            note=f"{s.samples} pushes a round, one at a time, each {PAUSE * 1000:.0f} ms after "
+            rounds=ROUNDS,
+            note=f"{samples(s):,} pushes a round, one at a time, each {PAUSE * 1000:.0f} ms after "
             "the last pickup; timed from client.push returning (its commit acknowledged) to "
             f"the handler's start, in a pushpop.Worker polling every {POLL_INTERVAL:.0f} s; "
             "baseline: INSERT + pg_notify, a LISTENing thread popping (UPDATE ... SKIP LOCKED) "

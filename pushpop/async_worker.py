@@ -5,7 +5,9 @@ from it. What truly differs between the two (handlers as tasks or threads, cance
 signals) lives in :mod:`pushpop.tasks` and :mod:`pushpop.threads`.
 
 Who does what:
-- the popper (the caller of ``run()``) pops messages whenever a handler slot is free;
+- the popper (the caller of ``run()``) pops messages whenever a handler slot is free, and
+  more ahead for handlers faster than a pop (see Flight); its pops' commits do not wait for
+  the disk (``durable=False``);
 - the crew runs ``concurrency`` handlers at most, and acts on each outcome;
 - a completer sends the completions of handlers that returned, together (complete_many);
 - a lease keeper extends the leases of messages whose handler is still running;
@@ -77,7 +79,9 @@ class AsyncSource(Protocol[M]):
 
     conninfo: str
 
-    async def pop_many(self, topic: str, n: int, *, lease: Duration = ...) -> list[M]: ...
+    async def pop_many(
+        self, topic: str, n: int, *, lease: Duration = ..., durable: bool = ...
+    ) -> list[M]: ...
 
     async def complete_many(self, msgs: Sequence[M]) -> None: ...
 
@@ -215,7 +219,7 @@ class AsyncWorker(Generic[M]):
                 failures += 1
                 await self._stopping.wait(pop_failed(self._control.outage, exc, failures, began))
                 continue
-            if self._flight.popped(backlog):
+            if self._flight.popped(backlog, time.monotonic() - began):
                 continue
             await self._wake.wait(self._pacer.next_wait())
             self._flight.slept()
@@ -228,7 +232,11 @@ class AsyncWorker(Generic[M]):
             if (free := self._flight.free()) <= 0:
                 return True, popped
             topics.rotate(-1)
-            messages = await self.client.pop_many(topics[-1], free, lease=self.settings.lease)
+            # Not durable: a pop's flush is most of an idle worker's pickup time, and all of its
+            # slow pickups; the completion that follows waits for the disk, for both.
+            messages = await self.client.pop_many(
+                topics[-1], free, lease=self.settings.lease, durable=False
+            )
             self.metrics.popped(topics[-1], len(messages))
             for msg in messages:
                 self._crew.take(self._flight.add(msg))
@@ -261,6 +269,9 @@ class AsyncWorker(Generic[M]):
     async def _handle(self, job: Job[M]) -> None:
         """Runs the handler on one message and acts on the outcome. The job's slot is freed
         then, or once the completer has sent its completion."""
+        self._flight.start(job)
+        if self._stopping.is_set() or self._flight.is_released(job):
+            return  # popped ahead and not started: shutdown releases it
         queued = False
         msg = job.msg
         try:
@@ -293,7 +304,8 @@ class AsyncWorker(Generic[M]):
                 error = await attempt(self.handler, msg)
                 span.ended(error)
         finally:
-            self.metrics.handler_ended(msg.topic, time.monotonic() - began)
+            job.took = time.monotonic() - began
+            self.metrics.handler_ended(msg.topic, job.took)
         return error
 
     def _free(self, job: Job[M]) -> None:

@@ -167,19 +167,33 @@ def batch_ordering_keys(
     return [one] * count if one is not None else each
 
 
-def pop(topic: str, n: int, lease: checks.Duration) -> Call[Rows]:
-    """Lease up to n ready messages (``pushpop.pop``); rows of ``message.COLUMNS``."""
+# A pop's commit that does not wait for the disk (``durable=False``): set in the FROM list, so
+# the rows keep exactly ``message.COLUMNS``.
+POP_NOT_DURABLE: LiteralString = ", set_config('synchronous_commit', 'off', true) AS not_durable"
+
+
+def pop(topic: str, n: int, lease: checks.Duration, durable: bool = True) -> Call[Rows]:
+    """Lease up to n ready messages (``pushpop.pop``); rows of ``message.COLUMNS``.
+    ``durable=False``: the commit does not wait for the disk (a pop lost in a crash leaves
+    its message ready, as a lapsed lease would)."""
     params = {"topic": checks.topic(topic), "n": checks.integer(n, "n", low=1)}
     wanted = checks.duration(lease, "lease", positive=True)
+    suffix = "" if checks.flag(durable, "durable") else POP_NOT_DURABLE
     if wanted == LEASE:
         # As in push: the default is left to the server (an interval is the dearest to send).
         return Call(
-            "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, max_messages => %(n)s::integer)",
+            "SELECT "
+            + COLUMNS
+            + " FROM pushpop.pop(%(topic)s, max_messages => %(n)s::integer)"
+            + suffix,
             params,
             _rows,
         )
     return Call(
-        "SELECT " + COLUMNS + " FROM pushpop.pop(%(topic)s, %(lease)s::interval, %(n)s::integer)",
+        "SELECT "
+        + COLUMNS
+        + " FROM pushpop.pop(%(topic)s, %(lease)s::interval, %(n)s::integer)"
+        + suffix,
         {**params, "lease": wanted},
         _rows,
     )

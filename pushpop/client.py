@@ -276,10 +276,11 @@ class Client:
         return messages[0] if messages else None
 
     def pop_many(
-        self, topic: str, n: int, *, lease: checks.Duration = constants.LEASE
+        self, topic: str, n: int, *, lease: checks.Duration = constants.LEASE, durable: bool = True
     ) -> list[Message]:
-        """Leases up to ``n`` ready messages of ``topic``, in delivery order."""
-        rows = self._run(calls.pop(topic, n, lease))
+        """Leases up to ``n`` ready messages of ``topic``, in delivery order. ``durable=False``:
+        returns before the pop reaches disk (the worker's pops: see ``calls.pop``)."""
+        rows = self._run(calls.pop(topic, n, lease, durable))
         return [Message.from_row(self, row) for row in rows]
 
     def complete_many(self, msgs: Sequence[Message]) -> None:
@@ -433,12 +434,16 @@ class Client:
         )
         worker.run()
 
-    def migrate(self) -> list[str]:
+    def migrate(
+        self, *, distributed: bool = False, shard_count: int = migrations.SHARD_COUNT
+    ) -> list[str]:
         """Brings pushpop's schema up to date; returns the SQL files applied, relative to
-        ``sql/`` (none when up to date).
+        ``sql/`` (none when up to date). With ``distributed``, then shards the queue over a
+        Citus cluster in the same transaction (a no-op when it is already; MigrationError
+        without Citus, and nothing applied).
 
         Runs the migrator on a connection of its own (off the event loop, where there is one):
         one code path keeps psql, ``pushpop migrate`` and both clients alike.
         """
         self._check_open()
-        return migrations.migrate(self.conninfo)
+        return migrations.migrate(self.conninfo, distributed=distributed, shard_count=shard_count)

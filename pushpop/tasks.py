@@ -95,35 +95,62 @@ async def attempt(handler: Callable[[M], Awaitable[Any]], msg: M) -> BaseExcepti
 
 
 class Crew(Generic[M]):
-    """Runs each job in a task of its own, on the running event loop."""
+    """``size`` tasks, each running one job at a time, taken from a queue: no task is made
+    per message, which would cost a fast handler more than its own work."""
 
     def __init__(self, work: Callable[[Job[M]], Coroutine[Any, Any, None]], size: int) -> None:
         self._work = work
-        self._tasks: dict[Job[M], asyncio.Task[None]] = {}
+        self._size = size
+        self._jobs: asyncio.Queue[Job[M] | None] = asyncio.Queue()
+        self._running: dict[Job[M], asyncio.Task[Any]] = {}
+        self._runners: list[asyncio.Task[None]] = []
+        self._busy = 0  # jobs taken and not yet done
+        self._idle = asyncio.Event()
 
     def start(self) -> None:
-        """Nothing to start: a task is made per job."""
+        """Starts the tasks, on the running event loop."""
+        self._runners = [
+            asyncio.create_task(self._serve(), name=f"pushpop-handler-{i}")
+            for i in range(self._size)
+        ]
 
     def take(self, job: Job[M]) -> None:
-        """Starts the job's task."""
-        task = asyncio.create_task(self._work(job), name=f"pushpop-{job.msg.id}")
-        self._tasks[job] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job, None))
+        """Hands the job to the next free task."""
+        self._busy += 1
+        self._idle.clear()
+        self._jobs.put_nowait(job)
+
+    async def _serve(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while (job := await self._jobs.get()) is not None:
+            self._running[job] = task
+            try:
+                await self._work(job)
+            finally:
+                del self._running[job]
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
 
     async def wait(self, timeout: float) -> None:
-        """Waits up to ``timeout`` seconds for the running jobs to end."""
-        if self._tasks and timeout > 0:
-            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+        """Waits up to ``timeout`` seconds for the jobs taken to end."""
+        if self._busy and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def cancel(self, jobs: list[Job[M]]) -> None:
-        """Cancels the jobs' tasks and waits for them to end."""
-        tasks = [task for job in jobs if (task := self._tasks.get(job)) is not None]
+        """Cancels the tasks running the jobs and waits for them to end (the worker is ending:
+        those tasks end too)."""
+        tasks = [task for job in jobs if (task := self._running.get(job)) is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self) -> None:
-        """Nothing to stop: tasks end with their job."""
+        """Ends each task once it is idle."""
+        for _ in self._runners:
+            self._jobs.put_nowait(None)
 
 
 @contextlib.contextmanager

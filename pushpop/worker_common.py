@@ -30,6 +30,10 @@ Delivery = tuple[uuid.UUID, uuid.UUID | None]
 """One delivery of a message: its id and the lease that pop gave it."""
 
 RELEASED = "released: the worker stopped before its handler finished"
+POP_AHEAD = 250
+"""Messages a worker may hold beyond one per handler, popped ahead for fast handlers..."""
+POP_AHEAD_BYTES = 16 * 1024 * 1024
+"""... and the payload bytes they may hold, going by the payloads handled so far."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +121,14 @@ def log_outcome(
     trace_id: str | None = None,
 ) -> None:
     """One line per handled message: id, topic, attempt, duration and outcome. INFO, or WARNING
-    with the traceback when the handler raised ``error``."""
+    with the traceback when the handler raised ``error``. Nothing is built when that level
+    is off: this runs for every message."""
+    level = logging.INFO if error is None else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
     duration_ms = round((ended - started) * 1000, 1)
     log.log(
-        logging.INFO if error is None else logging.WARNING,
+        level,
         "message %s topic=%s attempt=%d took %.1f ms: %s",
         msg.id, msg.topic, msg.attempts, duration_ms, outcome,
         exc_info=error,
@@ -137,6 +145,7 @@ class Job(Generic[M]):
     renew_at: float
     released: bool = False
     trace_id: str | None = None  # of the handler's span, when OpenTelemetry traces it
+    took: float | None = None  # seconds its handler ran, once it returned
 
     @property
     def delivery(self) -> Delivery:
@@ -178,6 +187,13 @@ def log_completions(batch: Sequence[Completion[M]], error: Error | None) -> None
 class Flight(Generic[M]):
     """The jobs in flight, by delivery: free handler slots, leases due for renewal, release.
 
+    Besides one job per handler, the popper may hold ``ahead`` more, popped but not yet
+    started, while the queue is deep and the handlers fast: as many as the handlers get
+    through while a message goes from pop to completion (two round trips), so they need not
+    wait for a pop (at most POP_AHEAD, and POP_AHEAD_BYTES of payloads). Slow handlers get
+    through none that fast, so a worker that runs them holds no more messages than it has
+    handlers.
+
     Thread-safe: the asyncio worker's control thread reports wake-ups here too.
     """
 
@@ -187,36 +203,73 @@ class Flight(Generic[M]):
         self.jobs: dict[Delivery, Job[M]] = {}
         self.backlog = False
         self.waiting = False  # asked for a wake-up since last sleeping, finding work or notified
+        self.ahead = 0
+        self.queued = 0  # jobs popped whose handler has not started yet
+        self.handler_time: float | None = None  # seconds a handler takes, a moving average
+        self.payload_size = 0.0  # bytes of a payload, a moving average
+
+    def _capacity(self) -> int:
+        return self.settings.concurrency + self.ahead
+
+    def _free(self) -> int:
+        return self._capacity() - len(self.jobs)
+
+    def _wants_pop(self) -> bool:
+        """Whether a pop now is worth its round trip: a slot is free and no message is popped
+        ahead, or half the slots are free, or the handlers have nothing left to start."""
+        free = self._free()
+        if free <= 0:
+            return False
+        return not self.ahead or free * 2 >= self._capacity() or self.queued == 0
 
     def free(self) -> int:
-        """How many more messages the handlers can take now."""
+        """How many more messages the worker can take now."""
         with self._lock:
-            return self.settings.concurrency - len(self.jobs)
+            return self._free()
 
     def add(self, msg: M) -> Job[M]:
-        """Records a popped message as in flight."""
+        """Records a popped message as in flight, waiting for its handler."""
         now = time.monotonic()
         job = Job(msg, now, now + self.settings.renew_every)
         with self._lock:
             self.jobs[job.delivery] = job
+            self.queued += 1
         return job
+
+    def start(self, job: Job[M]) -> None:
+        """The job's handler starts now."""
+        job.started = time.monotonic()
+        with self._lock:
+            self.queued -= 1
 
     def done(self, job: Job[M]) -> bool:
         """Forgets a finished job (and no other delivery of its message); True if the popper
-        must wake: that freed the only slot, or the queue holds more messages (see ``popped``)."""
+        must wake: that freed the only slot, or the queue holds more messages (see ``popped``)
+        and a pop is worth it now."""
         with self._lock:
-            was_full = len(self.jobs) >= self.settings.concurrency
+            was_full = self._free() <= 0
             if self.jobs.get(job.delivery) is job:
                 del self.jobs[job.delivery]
-            return was_full or self.backlog
+            if job.took is not None:
+                size = len(job.msg.payload)
+                if self.handler_time is None:
+                    self.handler_time, self.payload_size = job.took, size
+                self.handler_time += (job.took - self.handler_time) / 8
+                self.payload_size += (size - self.payload_size) / 8
+            return (was_full or self.backlog) and self._wants_pop()
 
-    def popped(self, backlog: bool) -> bool:
+    def popped(self, backlog: bool, seconds: float) -> bool:
         """Records whether the last pops filled every slot they asked for (so the queue may hold
-        more: each finished job then wakes the popper); True if slots are free already, in which
-        case the popper pops again at once."""
+        more: finished jobs then wake the popper), and how long they took; True if a pop is
+        worth it already, in which case the popper pops again at once."""
         with self._lock:
             self.backlog = backlog
-            return backlog and len(self.jobs) < self.settings.concurrency
+            self.ahead = 0
+            if backlog and self.handler_time is not None:
+                through = self.settings.concurrency * 2 * seconds / max(self.handler_time, 1e-6)
+                fits = POP_AHEAD_BYTES / max(self.payload_size, 1.0)
+                self.ahead = int(min(through, fits, POP_AHEAD))
+            return backlog and self._wants_pop()
 
     def must_ask_for_wake_up(self, backlog: bool, popped: int) -> bool:
         """After a round of pops: True if the popper is about to sleep with slots free and the
@@ -225,7 +278,7 @@ class Flight(Generic[M]):
         with self._lock:
             if popped:
                 self.waiting = False
-            if self.waiting or backlog or len(self.jobs) >= self.settings.concurrency:
+            if self.waiting or backlog or self._free() <= 0:
                 return False
             self.waiting = True
             return True

@@ -234,3 +234,33 @@ def test_sigterm_drains_an_asyncio_worker_process_and_exits_0(
     started = set(journal.entries("start"))
     assert started == set(journal.entries("done")), "a started handler was cut short"
     assert states.count("completed") >= len(started)
+
+
+def test_an_async_worker_popping_ahead_runs_no_more_handlers_than_concurrency(dsn: str) -> None:
+    async def scenario() -> tuple[int, int]:
+        async with pushpop.AsyncClient(dsn) as client:
+            await client.push_many("jobs", [b"x"] * 1000)
+            running, most, handled = 0, 0, 0
+
+            async def handler(msg: pushpop.AsyncMessage) -> None:
+                nonlocal running, most, handled
+                running += 1
+                most = max(most, running)
+                await asyncio.sleep(0)  # let any other task that may run, run
+                running -= 1
+                handled += 1
+
+            worker = pushpop.AsyncWorker(client, "jobs", handler, concurrency=2)
+            task = asyncio.create_task(worker.run())
+
+            async def all_completed() -> bool:
+                return (await client.stats())[0].completed == 1000
+
+            await until(all_completed, what="1000 completions")
+            worker.stop()
+            await task
+            return handled, most
+
+    handled, most = asyncio.run(scenario())
+    assert handled == 1000
+    assert most <= 2

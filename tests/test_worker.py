@@ -10,7 +10,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -19,7 +20,13 @@ from wakeups import has_asked_for_a_wake_up, spend_the_wake_up_request
 
 import pushpop
 from pushpop.control import CONTROL_APP
-from pushpop.worker_common import RELEASED
+from pushpop.worker_common import (
+    POP_AHEAD,
+    POP_AHEAD_BYTES,
+    RELEASED,
+    Flight,
+    WorkerSettings,
+)
 
 
 class Running:
@@ -413,3 +420,111 @@ def test_a_failing_handler_is_logged_as_a_warning_with_its_traceback(
     assert isinstance(failed.exc_info[1], ValueError)
     assert "failed, retry in" in failed.getMessage()
     assert (done.levelno, done.exc_info) == (logging.INFO, None)
+
+
+def _flight_after(
+    handler_seconds: float, pop_seconds: float, backlog: bool, payload: bytes = b"x"
+) -> Flight[Any]:
+    """A worker's flight (concurrency 4) once handlers took ``handler_seconds`` on messages
+    with this payload, and a pop that found a ``backlog`` took ``pop_seconds``."""
+    settings = WorkerSettings(topics=("jobs",), concurrency=4)
+    flight: Flight[Any] = Flight(settings)
+    for _ in range(4):
+        msg = pushpop.Message(topic="jobs", payload=payload, id=uuid4(), _client=cast(Any, None))
+        job = flight.add(msg)
+        flight.start(job)
+        job.took = handler_seconds
+        flight.done(job)
+    flight.popped(backlog, pop_seconds)
+    return flight
+
+
+def test_a_worker_pops_ahead_for_handlers_faster_than_its_pops_and_not_for_slow_ones() -> None:
+    fast = _flight_after(handler_seconds=0.00001, pop_seconds=0.002, backlog=True)
+    assert fast.ahead == POP_AHEAD
+    assert fast.free() == 4 + POP_AHEAD
+    some = _flight_after(handler_seconds=0.004, pop_seconds=0.002, backlog=True)
+    assert some.ahead == 4  # what 4 handlers get through while a message goes round (2 pops)
+    assert _flight_after(handler_seconds=1.0, pop_seconds=0.002, backlog=True).ahead == 0
+    assert _flight_after(handler_seconds=0.0001, pop_seconds=0.002, backlog=False).ahead == 0
+    big = _flight_after(0.0001, 0.002, backlog=True, payload=b"x" * (POP_AHEAD_BYTES // 10))
+    assert big.ahead == 10  # what POP_AHEAD_BYTES holds of payloads that size
+
+
+def test_popped_ahead_messages_never_run_more_handlers_than_concurrency(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    sync_client.push_many("jobs", [b"x"] * 1000)
+    lock = threading.Lock()
+    running, most, handled = 0, 0, 0
+
+    def handler(msg: pushpop.Message) -> None:
+        nonlocal running, most, handled
+        with lock:
+            running += 1
+            most = max(most, running)
+        with lock:
+            running -= 1
+            handled += 1
+
+    start("jobs", handler, concurrency=2)
+    wait_for(lambda: sync_client.stats()[0].completed == 1000, what="1000 completions")
+    assert handled == 1000
+    assert most <= 2
+
+
+def test_stopping_releases_popped_ahead_messages_whose_handler_has_not_started(
+    sync_client: pushpop.Client,
+) -> None:
+    ids = sync_client.push_many("jobs", [b"x"] * 2000)
+    blocked = threading.Event()
+    go_on = threading.Event()
+    handled: list[Any] = []
+
+    def handler(msg: pushpop.Message) -> None:
+        if len(handled) >= 1500:  # fast until then, so the worker pops ahead
+            blocked.set()
+            go_on.wait(10)
+        handled.append(msg.id)
+
+    running = Running(pushpop.Worker(sync_client, "jobs", handler, concurrency=1))
+    assert blocked.wait(10)
+    running.worker.stop()
+    go_on.set()
+    running.stop()
+    msgs = [m for i in ids if (m := sync_client.find(i)) is not None]
+    states = Counter(m.state for m in msgs)
+    # The handler that was running finished and was completed; none started after the stop,
+    # and those popped ahead went back to the queue at once.
+    assert states == {"completed": 1501, "ready": 2000 - 1501}
+    assert len(handled) == 1501
+    assert [m for m in msgs if m.error == RELEASED and m.state == "ready"]
+
+
+def test_acknowledgements_of_popped_messages_go_through_the_workers_client(
+    sync_client: pushpop.Client, start: Callable[..., Running]
+) -> None:
+    id = sync_client.push("jobs", b"x")
+    clients: list[Any] = []
+
+    def handler(msg: pushpop.Message) -> None:
+        clients.append(msg._client)
+        msg.complete()
+
+    start("jobs", handler)
+    wait_for(lambda: state_of(sync_client, id) == "completed", what="completion")
+    assert clients == [sync_client]
+
+
+def test_a_pop_that_does_not_wait_for_the_disk_still_leases_and_fences(
+    sync_client: pushpop.Client,
+) -> None:
+    """The worker's pops (durable=False): the commit is not flushed first, nothing else changes."""
+    id = sync_client.push("jobs", b"x")
+    [msg] = sync_client.pop_many("jobs", 5, durable=False)
+    assert (msg.id, msg.state, msg.attempts) == (id, "pending", 1)
+    assert msg.lease is not None
+    msg.complete()
+    assert state_of(sync_client, id) == "completed"
+    with pytest.raises(pushpop.InvalidType, match="durable"):
+        sync_client.pop_many("jobs", 1, durable="no")  # type: ignore[arg-type]
