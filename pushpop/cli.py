@@ -135,16 +135,31 @@ def open_client(args: argparse.Namespace) -> Iterator[Client]:
 
 
 def migrate_args(parser: argparse.ArgumentParser) -> None:
-    """``migrate`` takes no arguments."""
+    """Arguments of ``migrate``."""
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="then shard the queue over a Citus cluster, in the same transaction "
+        "(run against the coordinator; fails without Citus, applying nothing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shard-count", type=int, default=migrations.SHARD_COUNT,
+        help=f"shards of the queue with --distributed (default {migrations.SHARD_COUNT})",
+    )  # fmt: skip
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Installs or upgrades pushpop's schema; prints each SQL file it applied."""
-    applied = migrations.migrate(conninfo(args))
-    for path in applied:
+    """Installs or upgrades pushpop's schema; prints each SQL file it applied, and with
+    ``--distributed`` whether it sharded the queue now or it was sharded already."""
+    if args.distributed:
+        outcome = migrations.migrate_distributed(conninfo(args), args.shard_count)
+    else:
+        outcome = migrations.Outcome(migrations.migrate(conninfo(args)))
+    for path in outcome.applied:
         print(f"applied {path}")
-    if not applied:
+    if not outcome.applied:
         print("up to date")
+    if outcome.distributed is not None:
+        print("distributed" if outcome.distributed else "distributed already")
     return 0
 
 

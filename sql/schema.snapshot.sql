@@ -777,8 +777,10 @@ BEGIN
     -- copy, and the one on (topic, dedup_key) skips a subscriber topic that holds the
     -- dedup_key live.
     IF push.id IS NOT NULL THEN
-        -- A retried push: its copies exist (even if the subscriptions changed since).
-        IF EXISTS (SELECT FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
+        -- A retried push: its copies exist (even if the subscriptions changed since). They may
+        -- be on any shard of a distributed queue, and Citus cannot run a query over every
+        -- shard with an empty select list: so SELECT 1.
+        IF EXISTS (SELECT 1 FROM pushpop.messages AS m WHERE m.fanout_of = new_id) THEN
             RETURN new_id;
         END IF;
         SELECT m.topic INTO taken_by FROM pushpop.messages AS m WHERE m.id = new_id;
@@ -899,6 +901,29 @@ BEGIN
                 RETURN NEXT new_id;
             END IF;
         END LOOP;
+        RETURN;
+    END IF;
+    IF subscribers IS NOT NULL AND pushpop.distributed() THEN
+        -- Fan-out, as below, with the shared ids made first: Citus would send the result of a
+        -- CTE to every node, and take every node into the commit. So the copies reach the
+        -- nodes of the subscriber topics only.
+        ids := ARRAY(SELECT gen_random_uuid()
+                     FROM generate_series(1, cardinality(push_many.payloads)));
+        INSERT INTO pushpop.messages
+            (id, route, topic, state, state_time, priority, payload, expires_at, headers,
+             fanout_of)
+        SELECT gen_random_uuid(), pushpop.route_of(s.subscriber), s.subscriber,
+               CASE WHEN push_many.delay > interval '0' THEN 'scheduled' ELSE 'ready' END,
+               now() + push_many.delay, push_many.priority, i.payload,
+               now() + push_many.expires_in, push_many.headers, i.id
+        FROM unnest(ids, push_many.payloads) WITH ORDINALITY AS i(id, payload, n)
+        CROSS JOIN unnest(subscribers) AS s(subscriber)
+        ORDER BY i.n, s.subscriber;
+        RETURN QUERY SELECT i.id FROM unnest(ids) WITH ORDINALITY AS i(id, n) ORDER BY i.n;
+        IF cardinality(ids) > 0 AND push_many.delay = interval '0'
+           AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (subscribers)) THEN
+            PERFORM pushpop.wake(subscribers);
+        END IF;
         RETURN;
     END IF;
     IF subscribers IS NOT NULL THEN
