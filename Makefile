@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PEERS_STAMP := $(VENV)/.peers-installed
 
-.PHONY: help venv demo test lint format snapshot bench bench-peers citus clean distclean
+.PHONY: help venv demo test lint format snapshot bench bench-peers bench-citus citus clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -59,6 +59,9 @@ bench-peers: $(PEERS_STAMP) ## pushpop against its peers (ARGS=--quick); writes 
 			|| echo "make bench-peers: could not install postgresql-15-pgq3; the PgQ row will say so" >&2; \
 	fi
 	$(PYTHON) -m benchmarks.peers $(ARGS)
+
+bench-citus: $(STAMP) citus ## one server against Citus on 1 and 2 worker nodes (ARGS=--quick)
+	$(PYTHON) -m benchmarks.citus $(ARGS)
 
 citus: ## build and install Citus from CITUS_SOURCE (default ../shared/vendor/citus) unless installed
 	tools/install_citus.sh
