@@ -155,6 +155,19 @@ def test_each_hot_path_call_touches_one_worker_node(
     assert states == [("completed", 2), ("discarded", 1), ("pending", 2), ("scheduled", 1)]
 
 
+def test_a_schedule_pushes_its_tick_into_the_shard_of_its_topic(sharded: Conn) -> None:
+    sharded.execute("SELECT pushpop.schedule('nightly', 'reports', '{}', every => '1 hour')")
+    sharded.execute("UPDATE pushpop.schedules SET next_run_at = now() - interval '1 second'")
+    assert one(sharded, "SELECT pushpop.run_schedules()") == 1
+    assert one(sharded, "SELECT pushpop.run_schedules()") == 0  # each tick once
+    row = sharded.execute("SELECT id, lease, headers FROM pushpop.pop('reports')").fetchone()
+    assert row is not None
+    assert row[2]["pushpop-schedule"] == "nightly"
+    route = one(sharded, "SELECT pushpop.route_of('reports')")
+    assert one(sharded, "SELECT pushpop.lease_route(%s)", [row[0]]) == route  # its id too
+    assert one(sharded, "SELECT pushpop.complete(%s, %s)", [row[0], row[1]]) is True
+
+
 def test_find_looks_in_the_shard_of_an_id_push_made(sharded: Conn) -> None:
     topic = "orders"
     home = {node_of(sharded, topic)}

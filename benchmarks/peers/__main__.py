@@ -68,7 +68,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="the PostgreSQL server (default: DATABASE_URL, else postgres@127.0.0.1:5432); "
         "each peer gets a scratch database there, dropped at the end",
     )
-    p.add_argument("--amqp", help=f"the RabbitMQ URL (default {DEFAULT.amqp_url})")
+    amqp = DEFAULT.amqp_url.replace("%", "%%")  # argparse formats help with %
+    p.add_argument("--amqp", help=f"the RabbitMQ URL (default {amqp})")
     p.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=", ".join(NAMES))
     p.add_argument(
         "--no-write", action="store_true", help="print the table only; leave docs/ alone"

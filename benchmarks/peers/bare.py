@@ -13,7 +13,8 @@ from typing import Any
 
 import psycopg
 
-from .common import Config, Peer, Pickups, connect, connections, sample_pickups, scratch_database
+from ..latency import Pickups
+from .common import Config, Peer, connect, connections, sample_pickups, scratch_database
 from .common import timed_threads as timed
 
 SCHEMA = """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,6 +14,8 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from ..latency import PICKUP_TIMEOUT, Pickups
 
 COLUMNS = ("push", "pop", "push_batch", "pop_batch", "latency")
 """The figures a peer may measure; ``latency`` yields p50 and p99."""
@@ -131,27 +132,6 @@ def timed_threads(bodies: list[Callable[[], None]]) -> float:
     return elapsed
 
 
-class Pickups:
-    """A consumer calls it as its handler starts; the producer waits for that moment."""
-
-    TIMEOUT = 10.0
-
-    def __init__(self) -> None:
-        self._seen = threading.Event()
-        self._at = 0.0
-
-    def __call__(self, *_: object) -> None:
-        self._at = time.perf_counter()
-        self._seen.set()
-
-    def wait(self) -> float:
-        """The ``perf_counter()`` of the next pickup; raises if none comes."""
-        if not self._seen.wait(self.TIMEOUT):
-            raise RuntimeError(f"a push was not picked up within {self.TIMEOUT:g} s")
-        self._seen.clear()
-        return self._at
-
-
 PAUSE = 0.02
 """Between a pickup and the next push, so the consumer is idle (waiting) again."""
 WARMUP = 3
@@ -192,7 +172,7 @@ class AsyncPickups:
 
     async def wait(self) -> float:
         """The ``perf_counter()`` of the next pickup; raises if none comes."""
-        await asyncio.wait_for(self._seen.wait(), Pickups.TIMEOUT)
+        await asyncio.wait_for(self._seen.wait(), PICKUP_TIMEOUT)
         self._seen.clear()
         return self._at
 
@@ -212,11 +192,6 @@ async def sample_pickups_async(
         returned = time.perf_counter()
         ms.append((await pickups.wait() - returned) * 1000)
     return ms
-
-
-def percentile(values: list[float], q: int) -> float:
-    """The q-th percentile, interpolated between the samples."""
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ from pathlib import Path
 import pushpop
 from pushpop import Client, Message, Worker, migrations
 
-from .common import Config, Peer, Pickups, sample_pickups, scratch_database, timed_threads
+from ..latency import Pickups
+from .common import Config, Peer, sample_pickups, scratch_database, timed_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "peers"

@@ -15,7 +15,8 @@ from typing import Any
 
 import pika  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
-from .common import Config, Peer, Pickups, sample_pickups, timed_threads
+from ..latency import Pickups
+from .common import Config, Peer, sample_pickups, timed_threads
 
 INACTIVITY = 0.05
 """How long a consumer waits for a delivery before looking whether the run is over."""

@@ -9,7 +9,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .common import COLUMNS, Peer, percentile
+from ..latency import percentile
+from .common import COLUMNS, Peer
 
 FIGURES = ("push", "pop", "push_batch", "pop_batch", "p50", "p99")
 """The table's columns: the four rates, then the pickup percentiles."""

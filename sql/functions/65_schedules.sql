@@ -412,49 +412,10 @@ DECLARE
     topics text[];
     ticks  record;
 BEGIN
-    IF pushpop.distributed() THEN
-        -- Citus cannot insert into the distributed queue from an UPDATE of the coordinator's
-        -- schedules in one statement: the ticks first, then their messages, in one transaction,
-        -- each message with its topic's route.
-        WITH due AS MATERIALIZED (
-            SELECT s.name FROM pushpop.schedules AS s
-            WHERE s.next_run_at <= now()
-            FOR UPDATE SKIP LOCKED
-        ), ticked AS (
-            UPDATE pushpop.schedules AS s
-            SET last_run_at = s.next_run_at,
-                next_run_at = CASE WHEN s.cron IS NOT NULL
-                                   THEN pushpop.cron_next(s.cron, now(), s.timezone)
-                                   ELSE pushpop.every_next(s.anchor_at, s.every, s.timezone, now()) END
-            FROM due
-            WHERE s.name = due.name AND s.next_run_at <= now()
-            RETURNING s.name, s.topic, s.payload, s.priority, s.last_run_at AS tick
-        )
-        SELECT array_agg(t.name) AS names, array_agg(t.topic) AS topics,
-               array_agg(t.payload) AS payloads, array_agg(t.priority) AS priorities,
-               array_agg(t.tick) AS at_
-        INTO ticks FROM ticked AS t;
-        IF ticks.names IS NULL THEN
-            RETURN 0;
-        END IF;
-        INSERT INTO pushpop.messages AS m
-            (id, route, topic, state, state_time, priority, payload, headers)
-        SELECT pushpop.new_lease(pushpop.route_of(t.topic)), pushpop.route_of(t.topic), t.topic,
-               'ready', now(), t.priority, t.payload,
-               jsonb_build_object('pushpop-schedule', t.name, 'pushpop-tick',
-                                  to_char(t.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-        FROM unnest(ticks.names, ticks.topics, ticks.payloads, ticks.priorities, ticks.at_)
-             AS t(name, topic, payload, priority, tick);
-        GET DIAGNOSTICS pushed = ROW_COUNT;
-        topics := ARRAY(SELECT DISTINCT t FROM unnest(ticks.topics) AS t);
-        IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (topics)) THEN
-            PERFORM pushpop.wake(topics);
-        END IF;
-        RETURN pushed;
-    END IF;
-    -- One statement: the UPDATE that moves a due schedule's next_run_at past now() also pushes
-    -- its message. A concurrent caller skips the rows this one holds, and re-reads a row
-    -- updated since its snapshot as no longer due.
+    -- The ticks first: the UPDATE moves each due schedule's next_run_at past now(). A concurrent
+    -- caller skips the rows this one holds, and re-reads a row updated since its snapshot as no
+    -- longer due. Then their messages, in the same transaction (two statements, because Citus
+    -- cannot insert into the distributed queue from an UPDATE of the coordinator's schedules).
     WITH due AS MATERIALIZED (
         SELECT s.name FROM pushpop.schedules AS s
         WHERE s.next_run_at <= now()
@@ -468,16 +429,28 @@ BEGIN
         FROM due
         WHERE s.name = due.name AND s.next_run_at <= now()
         RETURNING s.name, s.topic, s.payload, s.priority, s.last_run_at AS tick
-    ), inserted AS (
-        INSERT INTO pushpop.messages AS m (id, topic, state, state_time, priority, payload, headers)
-        SELECT gen_random_uuid(), t.topic, 'ready', now(), t.priority, t.payload,
-               jsonb_build_object('pushpop-schedule', t.name, 'pushpop-tick',
-                                  to_char(t.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-        FROM ticked AS t
-        RETURNING m.topic
     )
-    SELECT count(*), array_agg(DISTINCT i.topic) INTO pushed, topics FROM inserted AS i;
-    IF topics IS NOT NULL AND EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (topics)) THEN
+    SELECT array_agg(t.name) AS names, array_agg(t.topic) AS topics,
+           array_agg(t.payload) AS payloads, array_agg(t.priority) AS priorities,
+           array_agg(t.tick) AS at_
+    INTO ticks FROM ticked AS t;
+    IF ticks.names IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- On a distributed installation each message carries its topic's route, in its id too.
+    INSERT INTO pushpop.messages AS m
+        (id, route, topic, state, state_time, priority, payload, headers)
+    SELECT CASE WHEN pushpop.distributed() THEN pushpop.new_lease(pushpop.route_of(t.topic))
+                ELSE gen_random_uuid() END,
+           CASE WHEN pushpop.distributed() THEN pushpop.route_of(t.topic) END,
+           t.topic, 'ready', now(), t.priority, t.payload,
+           jsonb_build_object('pushpop-schedule', t.name, 'pushpop-tick',
+                              to_char(t.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    FROM unnest(ticks.names, ticks.topics, ticks.payloads, ticks.priorities, ticks.at_)
+         AS t(name, topic, payload, priority, tick);
+    GET DIAGNOSTICS pushed = ROW_COUNT;
+    topics := ARRAY(SELECT DISTINCT t FROM unnest(ticks.topics) AS t);
+    IF EXISTS (SELECT FROM pushpop.waiting AS w WHERE w.topic = ANY (topics)) THEN
         PERFORM pushpop.wake(topics);
     END IF;
     RETURN pushed;
