@@ -36,11 +36,11 @@ def push_many(client: Client, env: Env) -> Op:
     return op
 
 
-def pop_complete(client: Client) -> Op:
+def pop_complete(client: Client, topic: str = TOPIC) -> Op:
     """``client.pop`` then ``msg.complete()``."""
 
     def op() -> int:
-        msg = client.pop(TOPIC)
+        msg = client.pop(topic)
         if msg is None:
             return 0
         msg.complete()

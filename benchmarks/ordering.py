@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from pushpop import Client
 
-from . import data
+from . import client_ops, data
 from .env import Env, Settings
 from .figures import Figure, Metric, Values
 from .runner import Op
@@ -62,19 +62,8 @@ def _load_plain(env: Env, topic: str, n: int) -> None:
 
 
 def _pop_complete(topic: str) -> Callable[[Client], Op]:
-    """``client.pop`` of the topic, then ``msg.complete()``."""
-
-    def make(client: Client) -> Op:
-        def op() -> int:
-            msg = client.pop(topic)
-            if msg is None:
-                return 0
-            msg.complete()
-            return 1
-
-        return op
-
-    return make
+    """``client.pop`` of the topic, then ``msg.complete()``, for each consumer thread."""
+    return lambda client: client_ops.pop_complete(client, topic)
 
 
 def _empty(env: Env) -> None:
