@@ -8,18 +8,9 @@ per module, so a test starts in a fraction of a second).
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-
-import psycopg
-import pytest
 import test_sql_contract
 import test_sql_maintenance
-from citus import CitusCluster
-
-from pushpop import migrations
-
-_databases = itertools.count()
+from test_citus_clients import distributed_template, dsn  # noqa: F401 (fixtures)
 
 # What a distributed installation does differently, on purpose, or what a test reads that
 # only one server has.
@@ -44,24 +35,3 @@ for module in (test_sql_contract, test_sql_maintenance):
             if name.startswith("test_") and name not in DIFFERENT
         }
     )
-
-
-@pytest.fixture(scope="module")
-def distributed_template(citus_cluster: CitusCluster) -> Iterator[str]:
-    """A database with pushpop migrated and distributed, frozen as a template on every node."""
-    dbname = "citus_contract_template"
-    dsn = citus_cluster.create_database(dbname)
-    migrations.migrate(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pushpop.distribute(shard_count => 8)")
-    citus_cluster.freeze_as_template(dbname)
-    yield dbname
-    citus_cluster.drop_database(dbname)
-
-
-@pytest.fixture
-def dsn(citus_cluster: CitusCluster, distributed_template: str) -> Iterator[str]:
-    """This test's own distributed database on the coordinator (overrides conftest's ``dsn``)."""
-    dbname = f"citus_contract_{next(_databases)}"
-    yield citus_cluster.clone_database(distributed_template, dbname)
-    citus_cluster.drop_database(dbname)
