@@ -1002,6 +1002,7 @@ CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '0
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_bitmapscan TO 'off'
 AS $function$
 DECLARE
     -- NULL on a single server, where every route condition below folds away. On a distributed
