@@ -49,10 +49,20 @@ NODE_SETTINGS = {
     "citus.background_task_queue_interval": "'100ms'",
     # Not crash tests: a node's commit need not wait for the disk, which makes the 2PC of a
     # distributed transaction cheap on a shared CI machine. Restarts are clean (``fast``).
+    # An online shard move needs synchronous_commit on: ONLINE_MOVES below.
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+
+# What a cluster that moves shards online (logical replication) changes in NODE_SETTINGS. With
+# synchronous_commit off, a move loses the last commits made on the source node just before it
+# blocks writes: Citus's final catch-up waits for the source's pg_current_wal_lsn(), the WAL
+# *write* position, which an asynchronous commit has not reached until the WAL writer writes it
+# (up to 3 x wal_writer_delay later), and then switches to the new placement and drops the
+# subscription (multi_logical_replication.c, WaitForAllSubscriptionsToCatchUp). With fsync off,
+# a synchronous commit costs a write(), not a flush. See "Rebalancing" in docs/scaling.md.
+ONLINE_MOVES = {"synchronous_commit": "on"}
 
 # What citus.log_remote_commands adds to each command it reports: the node it was sent to.
 _REMOTE_NODE = re.compile(r"on server \S+@(?P<host>[^:\s]+):(?P<port>\d+)")
@@ -96,28 +106,39 @@ def _parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
         return [f.result() for f in [pool.submit(job) for job in jobs]]
 
 
-def _node(bindir: Path, name: str) -> Cluster:
-    """A new, not yet started cluster set up to run Citus."""
+def _node(bindir: Path, name: str, settings: dict[str, str] | None = None) -> Cluster:
+    """A new, not yet started cluster set up to run Citus; ``settings`` override
+    NODE_SETTINGS."""
     node = Cluster.create(bindir, name)
-    node.set(**NODE_SETTINGS)
+    node.set(**{**NODE_SETTINGS, **(settings or {})})
     return node
 
 
 class CitusCluster:
     """A coordinator and its workers, each a throwaway cluster on 127.0.0.1."""
 
-    def __init__(self, bindir: Path, coordinator: Cluster, workers: list[Cluster]) -> None:
+    def __init__(
+        self,
+        bindir: Path,
+        coordinator: Cluster,
+        workers: list[Cluster],
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.bindir, self.coordinator, self.workers = bindir, coordinator, workers
+        self.settings = dict(settings or {})
         self.databases: list[str] = []
 
     # -- making one -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, bindir: Path, workers: int = 2) -> CitusCluster:
-        """Creates and starts a coordinator and ``workers`` worker nodes, in parallel."""
+    def start(
+        cls, bindir: Path, workers: int = 2, settings: dict[str, str] | None = None
+    ) -> CitusCluster:
+        """Creates and starts a coordinator and ``workers`` worker nodes, in parallel;
+        ``settings`` override NODE_SETTINGS on every node, the ones added later too."""
         names = ["citus-coordinator", *(f"citus-worker{n + 1}" for n in range(workers))]
         with ThreadPoolExecutor(len(names)) as pool:
-            creating = [pool.submit(_node, bindir, name) for name in names]
+            creating = [pool.submit(_node, bindir, name, settings) for name in names]
         made = [f.result() for f in creating if f.exception() is None]
         try:
             for f in creating:
@@ -126,7 +147,7 @@ class CitusCluster:
         except BaseException:
             _parallel([node.remove for node in made])
             raise
-        return cls(bindir, made[0], made[1:])
+        return cls(bindir, made[0], made[1:], settings)
 
     @property
     def nodes(self) -> list[Cluster]:
@@ -211,7 +232,7 @@ class CitusCluster:
 
         It holds no shards until they are moved to it (``citus_rebalance_start``).
         """
-        node = _node(self.bindir, f"citus-worker{len(self.workers) + 1}")
+        node = _node(self.bindir, f"citus-worker{len(self.workers) + 1}", self.settings)
         try:
             node.start()
             for dbname in self.databases:
@@ -282,8 +303,11 @@ def remote_commands(
 
 
 @contextlib.contextmanager
-def citus_or_skip(workers: int = 2) -> Iterator[CitusCluster]:
-    """A started Citus cluster, removed on exit; skips (fails under ``CI``) without Citus."""
+def citus_or_skip(
+    workers: int = 2, settings: dict[str, str] | None = None
+) -> Iterator[CitusCluster]:
+    """A started Citus cluster, removed on exit; skips (fails under ``CI``) without Citus.
+    ``settings`` override NODE_SETTINGS (ONLINE_MOVES for a cluster that rebalances)."""
     try:
         bindir = find_bindir()
         run_as()
@@ -291,7 +315,7 @@ def citus_or_skip(workers: int = 2) -> Iterator[CitusCluster]:
         unavailable(str(exc))
     if (reason := citus_missing(bindir)) is not None:
         unavailable(reason)
-    started = CitusCluster.start(bindir, workers)
+    started = CitusCluster.start(bindir, workers, settings)
     try:
         yield started
     finally:

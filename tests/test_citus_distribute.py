@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from citus import CitusCluster, citus_or_skip, remote_commands, shard_ports
+from citus import ONLINE_MOVES, CitusCluster, citus_or_skip, remote_commands, shard_ports
 from faults import report
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -332,8 +332,9 @@ def test_a_worker_restarted_under_load_loses_no_acknowledged_push_and_consumers_
 
 
 def test_a_third_node_and_a_rebalance_under_load_lose_nothing() -> None:
-    # A cluster of its own: the session's keeps two workers for the other tests.
-    with citus_or_skip() as own:
+    # A cluster of its own: the session's keeps two workers for the other tests. Its nodes
+    # commit synchronously, which an online move needs (citus.ONLINE_MOVES says why).
+    with citus_or_skip(settings=ONLINE_MOVES) as own:
         dsn = own.create_database("rebalance_under_load")
         migrations.migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
