@@ -219,6 +219,25 @@ def ceiling(env: Env, clients: int, batch: int) -> float:
     return rate
 
 
+def pgbench(env: Env, script: str, clients: int, seconds: int) -> tuple[float, int]:
+    """Runs ``script`` on ``clients`` pgbench connections for ``seconds`` (prepared statements,
+    a payload of the run's size in ``:payload``): its transactions a second (connecting
+    excluded) and how many it ran."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "script.sql"
+        path.write_text(script, encoding="utf-8")
+        out = subprocess.run(
+            [_pgbench(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+             "-T", str(seconds), "-D", f"payload={env.payload.hex()}", "-f", str(path),
+             env.conninfo],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    tps, done = _TPS.search(out), _DONE.search(out)
+    if tps is None or done is None:
+        raise RuntimeError(f"pgbench printed no rate:\n{out}")
+    return float(tps[1]), int(done[1])
+
+
 def _ceiling_run(env: Env, clients: int, batch: int, per_second: float) -> float | None:
     seconds = max(1, math.ceil(env.settings.duration))
     with env.connect() as conn:
@@ -226,24 +245,30 @@ def _ceiling_run(env: Env, clients: int, batch: int, per_second: float) -> float
         n = int((per_second or CEILING_FIRST_LOAD) * seconds)
         conn.execute(CEILING_LOAD, {"payload": env.payload, "n": n})
         conn.execute("VACUUM (ANALYZE) baseline.bare")
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "ceiling.sql"
-        script.write_text(CEILING_SCRIPT.format(n=batch), encoding="utf-8")
-        out = subprocess.run(
-            [_pgbench(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
-             "-T", str(seconds), "-f", str(script), env.conninfo],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-    tps, done = _TPS.search(out), _DONE.search(out)
-    if tps is None or done is None:
-        raise RuntimeError(f"pgbench printed no rate:\n{out}")
+    tps, done = pgbench(env, CEILING_SCRIPT.format(n=batch), clients, seconds)
     with env.connect() as conn:
         left = _count(conn)
     # The rows it took over the time its transactions took (connecting excluded).
-    rate = (n - left) * float(tps[1]) / int(done[1])
+    rate = (n - left) * tps / done
     kind = (clients, batch)
     _ceilings[kind] = max(rate, _ceilings.get(kind, 0.0))
     return rate if left else None
+
+
+# What the server does for one push, without a client's work: pgbench calling pushpop.push,
+# against a bare INSERT into the table with nothing but an id.
+PUSH_SCRIPTS = {
+    "pushpop": f"SELECT pushpop.push('{TOPIC}', decode(:payload, 'hex'));\n",
+    "bare": "INSERT INTO baseline.bare (payload) VALUES (decode(:payload, 'hex'));\n",
+}
+
+
+def server_push(env: Env, which: str) -> float:
+    """Pushes a second from ``env.settings.threads`` pgbench clients: pushpop.push or the bare
+    INSERT (``which``), each its own transaction."""
+    seconds = max(1, math.ceil(env.settings.duration))
+    tps, _ = pgbench(env, PUSH_SCRIPTS[which], env.settings.threads, seconds)
+    return tps
 
 
 def _count(conn: psycopg.Connection[Any]) -> int:

@@ -34,6 +34,14 @@ def _push_baseline(env: Env) -> Values:
     }
 
 
+def _server_push_pushpop(env: Env) -> Values:
+    return {"push_server": baseline.server_push(env, "pushpop")} if baseline.has_pgbench() else {}
+
+
+def _server_push_bare(env: Env) -> Values:
+    return {"push_server": baseline.server_push(env, "bare")} if baseline.has_pgbench() else {}
+
+
 def _not_durable_pushpop(env: Env) -> Values:
     rate = with_client(env, lambda c: client_ops.push(c, env, durable=False))
     return {"push_not_durable": rate, "push_not_durable_vs_sql": rate}
@@ -97,6 +105,17 @@ def figures(s: Settings) -> list[Figure]:
             setup=_empty,
             note="baseline: INSERT + pg_notify in one statement; the second row's baseline "
             "is the bare INSERT (pushpop's figure is the same measurement in both rows)",
+        ),
+        Figure(
+            "push_server",
+            (Metric("push_server", f"push in pgbench vs a bare INSERT, {s.threads} clients"),),
+            _server_push_pushpop,
+            _server_push_bare,
+            setup=_empty,
+            note="the server's side of a push, without a client's work: pgbench (prepared "
+            "statements, each call its own transaction) running SELECT pushpop.push(topic, "
+            "payload); baseline: INSERT of the payload into a table with nothing but an id; "
+            "target ≥ 0.6",
         ),
         Figure(
             "push_not_durable",
