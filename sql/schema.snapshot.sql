@@ -995,6 +995,87 @@ COMMENT ON FUNCTION pushpop.push_many(text,bytea[],interval,integer,interval,jso
 GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[]) TO pushpop_admin;
 GRANT EXECUTE ON ROUTINE pushpop.push_many(text,bytea[],interval,integer,interval,jsonb,text[]) TO pushpop_producer;
 
+-- Routine pushpop.pop_at(integer,text,interval,integer,timestamp with time zone)
+
+CREATE OR REPLACE FUNCTION pushpop.pop_at(route integer, topic text, lease_for interval, max_messages integer, popped_at timestamp with time zone)
+ RETURNS SETOF pushpop.message
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_bitmapscan TO 'off'
+AS $function$
+DECLARE
+    fresh  uuid;
+    picked uuid[];
+    leases uuid[];
+BEGIN
+    -- Scheduled messages that are due join the ready ones, all of them, so the order of
+    -- delivery holds however many fall due at once.
+    IF EXISTS (SELECT FROM pushpop.messages AS s
+               WHERE s.route = pop_at.route AND s.state = 'scheduled' AND s.topic = pop_at.topic
+                 AND s.state_time <= pop_at.popped_at) THEN
+        WITH due AS MATERIALIZED (
+            SELECT s.id FROM pushpop.messages AS s
+            WHERE s.route = pop_at.route AND s.state = 'scheduled' AND s.topic = pop_at.topic
+              AND s.state_time <= pop_at.popped_at
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pushpop.messages AS m SET state = 'ready'
+        FROM due WHERE m.route = pop_at.route AND m.id = due.id;
+    END IF;
+
+    -- One message: a single UPDATE of the row its sub-select locks. Its lease is made first:
+    -- Citus refuses a volatile function in an UPDATE of a distributed table.
+    IF pop_at.max_messages = 1 THEN
+        fresh := pushpop.new_lease(pop_at.route);
+        RETURN QUERY
+        UPDATE pushpop.messages AS m
+        SET state = 'pending', state_time = pop_at.popped_at,
+            lease_until = pop_at.popped_at + pop_at.lease_for,
+            attempts = m.attempts + 1, lease = fresh
+        WHERE m.route = pop_at.route
+          AND m.id = (SELECT r.id FROM pushpop.messages AS r
+                      WHERE r.route = pop_at.route AND r.state = 'ready' AND r.topic = pop_at.topic
+                        AND (r.expires_at IS NULL OR r.expires_at > pop_at.popped_at)
+                      ORDER BY r.priority DESC, r.state_time, r.seq
+                      LIMIT 1
+                      FOR UPDATE SKIP LOCKED)
+        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at, m.ordering_key;
+        RETURN;
+    END IF;
+
+    -- A batch: lock its rows into an array first, make their leases, then lease them in
+    -- delivery order.
+    picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
+                    WHERE r.route = pop_at.route AND r.state = 'ready' AND r.topic = pop_at.topic
+                      AND (r.expires_at IS NULL OR r.expires_at > pop_at.popped_at)
+                    ORDER BY r.priority DESC, r.state_time, r.seq
+                    LIMIT pop_at.max_messages
+                    FOR UPDATE SKIP LOCKED);
+    leases := ARRAY(SELECT pushpop.new_lease(pop_at.route)
+                    FROM generate_series(1, cardinality(picked)));
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE pushpop.messages AS m
+        SET state = 'pending', state_time = pop_at.popped_at,
+            lease_until = pop_at.popped_at + pop_at.lease_for,
+            attempts = m.attempts + 1, lease = p.lease
+        FROM unnest(picked, leases) AS p(id, lease)
+        WHERE m.route = pop_at.route AND m.id = p.id
+        RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
+                  m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
+                  m.headers, m.expires_at, m.ordering_key
+    )
+    SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
+           t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
+           t.headers, t.expires_at, t.ordering_key
+    FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
+    ORDER BY p.n;
+END $function$;
+COMMENT ON FUNCTION pushpop.pop_at(integer,text,interval,integer,timestamp with time zone) IS 'Internal: the messages part of pop on a distributed installation, delegated to the node that holds the route''s shard. Promotes the topic''s due scheduled messages and leases up to max_messages of its ready ones, touching only messages of the route, at popped_at (the caller''s now()). Callers check the arguments, grants and paused topics first; no role may call it.';
+
 -- Routine pushpop.pop(text,interval,integer)
 
 CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '00:05:00'::interval, max_messages integer DEFAULT 1)
@@ -1005,13 +1086,9 @@ CREATE OR REPLACE FUNCTION pushpop.pop(topic text, lease_for interval DEFAULT '0
  SET enable_bitmapscan TO 'off'
 AS $function$
 DECLARE
-    -- NULL on a single server, where every route condition below folds away. On a distributed
-    -- installation each statement names the topic's route, so it runs on the one node that
-    -- holds the topic, and the leases carry it for the acknowledgements (new_lease).
-    topic_route integer := CASE WHEN pushpop.distributed() THEN pushpop.route_of(pop.topic) END;
-    fresh       uuid;
-    picked      uuid[];
-    leases      uuid[];
+    popped_at timestamptz;
+    fresh     uuid;
+    picked    uuid[];
 BEGIN
     IF NOT coalesce(length(pop.topic) BETWEEN 1 AND 255 AND pop.lease_for > interval '0'
                     AND pop.max_messages >= 1, false) THEN
@@ -1029,35 +1106,41 @@ BEGIN
         RETURN;
     END IF;
 
+    -- On a distributed installation the checks above read tables of the coordinator; the rest
+    -- is one call, in a FROM clause, that Citus delegates to the node that holds the topic's
+    -- route (pop_at, above), where its statements run locally. The leases carry the route for
+    -- the acknowledgements (new_lease).
+    IF pushpop.distributed() THEN
+        -- now() as a value: Citus would send the function itself, for the worker to evaluate.
+        popped_at := now();
+        RETURN QUERY SELECT * FROM pushpop.pop_at(pushpop.route_of(pop.topic), pop.topic,
+                                                  pop.lease_for, pop.max_messages, popped_at);
+        RETURN;
+    END IF;
+
     -- Scheduled messages that are due join the ready ones, all of them, so the order of
     -- delivery holds however many fall due at once.
     IF EXISTS (SELECT FROM pushpop.messages AS s
-               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
-                 AND (NOT pushpop.distributed() OR s.route = topic_route)) THEN
+               WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()) THEN
         WITH due AS MATERIALIZED (
             SELECT s.id FROM pushpop.messages AS s
             WHERE s.state = 'scheduled' AND s.topic = pop.topic AND s.state_time <= now()
-              AND (NOT pushpop.distributed() OR s.route = topic_route)
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pushpop.messages AS m SET state = 'ready'
-        FROM due WHERE m.id = due.id AND (NOT pushpop.distributed() OR m.route = topic_route);
+        FROM due WHERE m.id = due.id;
     END IF;
 
-    -- One message: a single UPDATE of the row its sub-select locks, planned once. Its lease is
-    -- made first: Citus refuses a volatile function in an UPDATE of a distributed table.
+    -- One message: a single UPDATE of the row its sub-select locks, planned once.
     IF pop.max_messages = 1 THEN
-        fresh := CASE WHEN pushpop.distributed() THEN pushpop.new_lease(topic_route)
-                      ELSE gen_random_uuid() END;
+        fresh := gen_random_uuid();
         RETURN QUERY
         UPDATE pushpop.messages AS m
         SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
             attempts = m.attempts + 1, lease = fresh
-        WHERE (NOT pushpop.distributed() OR m.route = topic_route)
-          AND m.id = (SELECT r.id FROM pushpop.messages AS r
+        WHERE m.id = (SELECT r.id FROM pushpop.messages AS r
                       WHERE r.state = 'ready' AND r.topic = pop.topic
                         AND (r.expires_at IS NULL OR r.expires_at > now())
-                        AND (NOT pushpop.distributed() OR r.route = topic_route)
                       ORDER BY r.priority DESC, r.state_time, r.seq
                       LIMIT 1
                       FOR UPDATE SKIP LOCKED)
@@ -1071,32 +1154,9 @@ BEGIN
     picked := ARRAY(SELECT r.id FROM pushpop.messages AS r
                     WHERE r.state = 'ready' AND r.topic = pop.topic
                       AND (r.expires_at IS NULL OR r.expires_at > now())
-                      AND (NOT pushpop.distributed() OR r.route = topic_route)
                     ORDER BY r.priority DESC, r.state_time, r.seq
                     LIMIT pop.max_messages
                     FOR UPDATE SKIP LOCKED);
-    IF pushpop.distributed() THEN
-        -- The leases first, as for one message; the UPDATE names the route.
-        leases := ARRAY(SELECT pushpop.new_lease(topic_route)
-                        FROM generate_series(1, cardinality(picked)));
-        RETURN QUERY
-        WITH taken AS (
-            UPDATE pushpop.messages AS m
-            SET state = 'pending', state_time = now(), lease_until = now() + pop.lease_for,
-                attempts = m.attempts + 1, lease = p.lease
-            FROM unnest(picked, leases) AS p(id, lease)
-            WHERE m.route = topic_route AND m.id = p.id
-            RETURNING m.id, m.topic, m.state, m.state_time, m.payload, m.priority, m.attempts,
-                      m.max_attempts, m.lease, m.created_at, m.error, m.dedup_key, m.lease_until,
-                      m.headers, m.expires_at, m.ordering_key
-        )
-        SELECT t.id, t.topic, t.state, t.state_time, t.payload, t.priority, t.attempts,
-               t.max_attempts, t.lease, t.created_at, t.error, t.dedup_key, t.lease_until,
-               t.headers, t.expires_at, t.ordering_key
-        FROM taken AS t JOIN unnest(picked) WITH ORDINALITY AS p(id, n) ON p.id = t.id
-        ORDER BY p.n;
-        RETURN;
-    END IF;
     RETURN QUERY
     WITH taken AS (
         UPDATE pushpop.messages AS m
@@ -2874,6 +2934,14 @@ BEGIN
     LOOP
         EXECUTE format('SELECT create_distributed_function(%L)', routine::text);
     END LOOP;
+    -- pop_at goes with the messages of its route: Citus sends each call of it, made in a FROM
+    -- clause, to the node that holds the route's shard, where its statements run locally
+    -- (30_pop.sql). Distributing a distributed function again with these arguments updates it;
+    -- the block at the end of this file does the same for an installation distributed before.
+    EXECUTE format('SELECT create_distributed_function(%L, %L, colocate_with := %L, '
+                   'force_delegation := true)',
+                   'pushpop.pop_at(integer,text,interval,integer,timestamptz)', 'route',
+                   'pushpop.messages');
 
     CALL pushpop.define_setting('distributed', 'boolean', 'true');
     RETURN true;

@@ -155,6 +155,64 @@ def test_each_hot_path_call_touches_one_worker_node(
     assert states == [("completed", 2), ("discarded", 1), ("pending", 2), ("scheduled", 1)]
 
 
+def delegated_calls(
+    conn: Conn, statement: Any, params: list[Any]
+) -> tuple[int, set[int], list[str]]:
+    """How many rows ``statement`` returned, the nodes it reached and the commands it sent
+    there, less the transaction's own (BEGIN, its distributed id, COMMIT)."""
+    rows, sent = remote_commands(conn, statement, params)
+    calls = [
+        command
+        for _, command in sent
+        if not command.startswith(("BEGIN ", "COMMIT", "PREPARE TRANSACTION", "COMMIT PREPARED"))
+    ]
+    return len(rows), {port for port, _ in sent}, calls
+
+
+def test_pop_is_one_call_delegated_to_the_node_of_its_topic(sharded: Conn) -> None:
+    conn, topic = sharded, "orders"
+    home = {node_of(conn, topic)}
+    route = one(conn, "SELECT pushpop.route_of(%s)", [topic])
+    conn.execute("SELECT pushpop.push_many(%s, array_fill('m'::bytea, ARRAY[40]))", [topic])
+    # One message and a batch, past the five calls after which PL/pgSQL may plan pop's call of
+    # pop_at generically; then the same inside a client's transaction block.
+    popped = 0
+
+    def pops(count: int, max_messages: int) -> None:
+        nonlocal popped
+        for _ in range(count):
+            rows, nodes, calls = delegated_calls(
+                conn, "SELECT * FROM pushpop.pop(%s, '1 minute', %s)", [topic, max_messages]
+            )
+            assert rows == max_messages
+            popped += rows
+            assert nodes == home
+            # The coordinator sends the one call of pop_at, with the route and its own now()
+            # as a constant, to the shard's node; the statements inside run there locally, so
+            # none on a shard is sent.
+            assert len(calls) == 1, calls
+            assert calls[0].startswith("SELECT ")
+            call = (
+                f"pushpop.pop_at({route}, 'orders'::text, '00:01:00'::interval, {max_messages}, '"
+            )
+            assert call in calls[0]
+            assert "now()" not in calls[0]
+            assert "pushpop.messages" not in calls[0]
+
+    pops(7, 1)
+    pops(7, 3)
+    with conn.transaction():
+        pops(2, 1)
+        pops(2, 3)
+    assert popped == 36
+    pending = conn.execute(
+        "SELECT count(*), bool_and(pushpop.lease_route(lease) = %s) FROM pushpop.messages"
+        " WHERE state = 'pending'",
+        [route],
+    ).fetchone()
+    assert pending == (36, True)
+
+
 def test_a_schedule_pushes_its_tick_into_the_shard_of_its_topic(sharded: Conn) -> None:
     sharded.execute("SELECT pushpop.schedule('nightly', 'reports', '{}', every => '1 hour')")
     sharded.execute("UPDATE pushpop.schedules SET next_run_at = now() - interval '1 second'")

@@ -56,6 +56,7 @@ INTERNAL = {  # called inside functions
     "cron_day_matches", "cron_next", "every_next", "every_tick", "subscriptions_in_use",
     "subscription_patterns_in_use", "require_pattern", "subscribers_of", "require_ordering_key",
     "enqueue", "unblock", "unblock_next", "distributed", "route_of", "new_lease", "lease_route",
+    "pop_at",
 }  # fmt: skip
 OWNER_ONLY = {"distribute"}  # the schema's owner shards the queue; no pushpop role may
 MAY_CALL = {

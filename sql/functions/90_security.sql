@@ -124,6 +124,7 @@ CALL pushpop.lock_down('pushpop.require_ordering_key(text)');
 CALL pushpop.lock_down('pushpop.enqueue(text, bytea, interval, integer, uuid, text, integer, interval, jsonb, text, uuid)');
 CALL pushpop.lock_down('pushpop.unblock(text[], text[])');
 CALL pushpop.lock_down('pushpop.unblock_next(text, text)');
+CALL pushpop.lock_down('pushpop.pop_at(integer, text, interval, integer, timestamptz)');
 CALL pushpop.lock_down('pushpop.wake(text[])');
 CALL pushpop.lock_down('pushpop.define_setting(text, text, text)');
 CALL pushpop.lock_down('pushpop.topic_grants_in_use()');

@@ -87,6 +87,14 @@ BEGIN
     LOOP
         EXECUTE format('SELECT create_distributed_function(%L)', routine::text);
     END LOOP;
+    -- pop_at goes with the messages of its route: Citus sends each call of it, made in a FROM
+    -- clause, to the node that holds the route's shard, where its statements run locally
+    -- (30_pop.sql). Distributing a distributed function again with these arguments updates it;
+    -- the block at the end of this file does the same for an installation distributed before.
+    EXECUTE format('SELECT create_distributed_function(%L, %L, colocate_with := %L, '
+                   'force_delegation := true)',
+                   'pushpop.pop_at(integer,text,interval,integer,timestamptz)', 'route',
+                   'pushpop.messages');
 
     CALL pushpop.define_setting('distributed', 'boolean', 'true');
     RETURN true;
@@ -99,3 +107,16 @@ COMMENT ON FUNCTION pushpop.distribute(integer) IS
 
 -- Only the owner of schema pushpop may distribute it: no pushpop role gets it.
 CALL pushpop.lock_down('pushpop.distribute(integer)');
+
+-- An installation distributed before pop_at existed gets it delegated as distribute() does it
+-- now: a migration runs this file again. Distributing it again changes nothing.
+DO $$
+BEGIN
+    IF pushpop.distributed() AND EXISTS (SELECT FROM pg_extension AS e WHERE e.extname = 'citus')
+    THEN
+        EXECUTE format('SELECT create_distributed_function(%L, %L, colocate_with := %L, '
+                       'force_delegation := true)',
+                       'pushpop.pop_at(integer,text,interval,integer,timestamptz)', 'route',
+                       'pushpop.messages');
+    END IF;
+END $$;
