@@ -252,7 +252,7 @@ BEGIN
             USING ERRCODE = 'lock_not_available';
     END;
     EXECUTE format(
-        'CREATE OR REPLACE FUNCTION pushpop.%I() RETURNS %s LANGUAGE sql IMMUTABLE '
+        'CREATE OR REPLACE FUNCTION pushpop.%I() RETURNS %s LANGUAGE sql IMMUTABLE PARALLEL SAFE '
         'SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
         define_setting.name, define_setting.result_type, 'SELECT ' || define_setting.value);
 END $procedure$;
@@ -263,7 +263,7 @@ COMMENT ON PROCEDURE pushpop.define_setting(text,text,text) IS 'Used by the func
 CREATE OR REPLACE FUNCTION pushpop.topics_paused()
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.topics_paused() IS 'True while any topic of this database is paused (pushpop.pause): only then does pop look up whether its topic is.';
@@ -273,7 +273,7 @@ COMMENT ON FUNCTION pushpop.topics_paused() IS 'True while any topic of this dat
 CREATE OR REPLACE FUNCTION pushpop.distributed()
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.distributed() IS 'True once pushpop.distribute() has sharded the queue over a Citus cluster: only then do push and pop compute a route, and do the acknowledgements read it from the lease.';
@@ -321,7 +321,7 @@ COMMENT ON FUNCTION pushpop.lease_route(uuid) IS 'The route that a token made by
 CREATE OR REPLACE FUNCTION pushpop.topic_grants_in_use()
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.topic_grants_in_use() IS 'True once any topic grant exists in this database (pushpop.grant_topics): from then on every role but pushpop_admin and the owner may use only the topics granted to it.';
@@ -331,7 +331,7 @@ COMMENT ON FUNCTION pushpop.topic_grants_in_use() IS 'True once any topic grant 
 CREATE OR REPLACE FUNCTION pushpop.may(privilege text, topic text)
  RETURNS boolean
  LANGUAGE sql
- STABLE SECURITY DEFINER
+ STABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
     SELECT NOT pushpop.topic_grants_in_use()
@@ -370,7 +370,7 @@ COMMENT ON FUNCTION pushpop.require_grant(text,text) IS 'Raises insufficient_pri
 CREATE OR REPLACE FUNCTION pushpop.subscriptions_in_use()
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.subscriptions_in_use() IS 'True while any subscription exists in this database (pushpop.subscribe): only then does a push look up the subscribers of its topic.';
@@ -380,7 +380,7 @@ COMMENT ON FUNCTION pushpop.subscriptions_in_use() IS 'True while any subscripti
 CREATE OR REPLACE FUNCTION pushpop.subscription_patterns_in_use()
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT false$function$;
 COMMENT ON FUNCTION pushpop.subscription_patterns_in_use() IS 'True while any subscription names a pattern (a word * or >): only then does a push look up the patterns its topic matches.';
@@ -559,7 +559,7 @@ GRANT EXECUTE ON ROUTINE pushpop.set_max_payload_bytes(integer) TO pushpop_admin
 CREATE OR REPLACE FUNCTION pushpop.max_payload_bytes()
  RETURNS integer
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT 1048576$function$;
 COMMENT ON FUNCTION pushpop.max_payload_bytes() IS 'The largest payload, in bytes, that push and push_many accept in this database (default 1048576).';
@@ -588,7 +588,7 @@ GRANT EXECUTE ON ROUTINE pushpop.set_max_header_bytes(integer) TO pushpop_admin;
 CREATE OR REPLACE FUNCTION pushpop.max_header_bytes()
  RETURNS integer
  LANGUAGE sql
- IMMUTABLE SECURITY DEFINER
+ IMMUTABLE PARALLEL SAFE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$SELECT 8192$function$;
 COMMENT ON FUNCTION pushpop.max_header_bytes() IS 'The largest headers object, in bytes of its JSON text, that push and push_many accept in this database (default 8192).';

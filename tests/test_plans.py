@@ -55,3 +55,22 @@ def test_pop_reads_a_backlog_the_statistics_miss_in_index_order(stale: Conn, bat
     assert "Sort Key: r.priority" not in plans
     popped = stale.execute("SELECT id FROM pushpop.messages WHERE state = 'pending'").fetchall()
     assert sorted(popped) == sorted(first)
+
+
+def test_stats_may_count_a_long_history_with_parallel_workers(conn: Conn) -> None:
+    # What stats() calls must not forbid parallel workers: with a million finished messages,
+    # counting them alone in one process doubled its time.
+    conn.execute(
+        "SELECT count(*) FROM pushpop.push_many('t', array_fill('\\x00'::bytea, ARRAY[5000]))"
+    )
+    conn.execute(
+        "SELECT pushpop.complete_many(array_agg(id), array_agg(lease))"
+        " FROM pushpop.pop('t', '1 minute', 5000)"
+    )
+    conn.execute("VACUUM ANALYZE pushpop.messages")
+    for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
+                    "min_parallel_index_scan_size"):  # fmt: skip
+        conn.execute(f"SET {setting} = 0")
+    plans = plans_of(conn, "SELECT * FROM pushpop.stats()")
+    assert "Gather" in plans
+    assert conn.execute("SELECT completed FROM pushpop.stats()").fetchone() == (5000,)
