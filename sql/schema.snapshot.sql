@@ -1484,33 +1484,21 @@ BEGIN
         IF any_ THEN
             RETURN;
         END IF;
-        FOR found_ IN
-            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
-                   m.created_at, m.error, m.dedup_key,
-                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
-                   m.ordering_key
-            FROM pushpop.messages AS m
-            WHERE m.id = find.id OR m.fanout_of = find.id
-            ORDER BY m.topic
-        LOOP
-            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
-                RETURN NEXT found_;
-            END IF;
-        END LOOP;
-        RETURN;
     END IF;
-    RETURN QUERY
-    SELECT m.id, m.topic,
-           CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
-           m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
-           m.ordering_key
-    FROM pushpop.messages AS m
-    WHERE (m.id = find.id OR m.fanout_of = find.id)
-      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
-    ORDER BY m.topic;
+    FOR found_ IN
+        SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+               m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+               m.created_at, m.error, m.dedup_key,
+               CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+               m.ordering_key
+        FROM pushpop.messages AS m
+        WHERE m.id = find.id OR m.fanout_of = find.id
+        ORDER BY m.topic
+    LOOP
+        IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+            RETURN NEXT found_;
+        END IF;
+    END LOOP;
 END $function$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS 'Returns the message with this id, in whatever state, or no row if there is none (or it was cleaned up, or its topic is not granted to the caller); for the id of a push that fanned out, its copies, one row per subscriber topic in topic order. Its lease token is never shown: only the consumer that popped it holds it.';
 GRANT EXECUTE ON ROUTINE pushpop.find(uuid) TO pushpop_admin;

@@ -1,9 +1,10 @@
 -- pushpop functions, part 5: looking at messages without taking them.
 
 -- PL/pgSQL, not SQL: Citus cannot plan a SQL function's parameters. On a distributed
--- installation the lookup goes to the shard of the route an id made by push carries, and to
--- every shard only when that finds nothing (an id the caller chose, a fanned-out push); may()
--- is applied on the coordinator, never in a statement sent to a worker.
+-- installation the lookup goes first to the shard of the route an id made by push carries,
+-- and to every shard only when that finds nothing (an id the caller chose, a fanned-out push);
+-- a single server makes the second lookup alone. may() is applied here, never in a statement
+-- sent to a Citus worker.
 CREATE OR REPLACE FUNCTION pushpop.find(id uuid)
 RETURNS SETOF pushpop.message LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -29,33 +30,21 @@ BEGIN
         IF any_ THEN
             RETURN;
         END IF;
-        FOR found_ IN
-            SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-                   m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
-                   m.created_at, m.error, m.dedup_key,
-                   CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
-                   m.ordering_key
-            FROM pushpop.messages AS m
-            WHERE m.id = find.id OR m.fanout_of = find.id
-            ORDER BY m.topic
-        LOOP
-            IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
-                RETURN NEXT found_;
-            END IF;
-        END LOOP;
-        RETURN;
     END IF;
-    RETURN QUERY
-    SELECT m.id, m.topic,
-           CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
-           m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
-           m.created_at, m.error, m.dedup_key,
-           CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
-           m.ordering_key
-    FROM pushpop.messages AS m
-    WHERE (m.id = find.id OR m.fanout_of = find.id)
-      AND (NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', m.topic))
-    ORDER BY m.topic;
+    FOR found_ IN
+        SELECT m.id, m.topic, CASE m.state WHEN 'scheduled' THEN 'ready' ELSE m.state END,
+               m.state_time, m.payload, m.priority, m.attempts, m.max_attempts, NULL::uuid,
+               m.created_at, m.error, m.dedup_key,
+               CASE m.state WHEN 'pending' THEN m.lease_until END, m.headers, m.expires_at,
+               m.ordering_key
+        FROM pushpop.messages AS m
+        WHERE m.id = find.id OR m.fanout_of = find.id
+        ORDER BY m.topic
+    LOOP
+        IF NOT pushpop.topic_grants_in_use() OR pushpop.may('pop', found_.topic) THEN
+            RETURN NEXT found_;
+        END IF;
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION pushpop.find(uuid) IS
     'Returns the message with this id, in whatever state, or no row if there is none (or it was '
